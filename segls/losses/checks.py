@@ -1,0 +1,110 @@
+"""Argument checks for the loss: each error names the offending value."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+REDUCTIONS = ("mean", "sum", "none")
+BACKENDS = ("auto", "torch", "triton")
+DEFAULT_LB_SMOOTH = 0.1
+
+
+def resolve_targets(
+    num_classes: int,
+    lb_smooth: float | None,
+    lb_pos: float | None,
+    lb_neg: float | None,
+) -> tuple[float, float]:
+    """Turn either form of the smoothing parameters into (lb_pos, lb_neg).
+
+    ε gives lb_pos = 1 − ε + ε/C and lb_neg = ε/C, PyTorch's ``label_smoothing``.
+    """
+    explicit = lb_pos is not None or lb_neg is not None
+    if explicit and lb_smooth is not None:
+        raise ValueError(
+            f"set either lb_smooth (got {lb_smooth}) or lb_pos/lb_neg "
+            f"(got {lb_pos}/{lb_neg}), not both"
+        )
+    if explicit:
+        if lb_pos is None or lb_neg is None:
+            raise ValueError(f"lb_pos and lb_neg go together; got lb_pos={lb_pos}, lb_neg={lb_neg}")
+        lb_pos, lb_neg = float(lb_pos), float(lb_neg)
+        if not (lb_neg >= 0 and lb_pos >= 0):
+            raise ValueError(
+                f"lb_pos and lb_neg must be >= 0; got lb_pos={lb_pos}, lb_neg={lb_neg}"
+            )
+        if lb_pos < lb_neg:
+            raise ValueError(f"lb_pos must be >= lb_neg; got lb_pos={lb_pos} < lb_neg={lb_neg}")
+        return lb_pos, lb_neg
+    eps = DEFAULT_LB_SMOOTH if lb_smooth is None else float(lb_smooth)
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"lb_smooth must be in [0, 1); got {lb_smooth}")
+    return 1.0 - eps + eps / num_classes, eps / num_classes
+
+
+def check_weight(
+    weight: torch.Tensor | Sequence[float] | None, num_classes: int | None
+) -> torch.Tensor | None:
+    """Class weights as a 1-D float tensor, checked for length, sign and finiteness."""
+    if weight is None:
+        return None
+    weight = torch.as_tensor(weight)
+    if weight.dim() != 1 or (num_classes is not None and weight.numel() != num_classes):
+        raise ValueError(
+            f"weight must have one entry per class: expected shape ({num_classes},), "
+            f"got {tuple(weight.shape)}"
+        )
+    if not weight.is_floating_point():
+        weight = weight.float()
+    if weight.device.type == "cpu":
+        bad = [v for v in weight.tolist() if not (v >= 0 and v != float("inf"))]
+        if bad:
+            raise ValueError(f"weight must be finite and >= 0; got {bad}")
+    return weight
+
+
+def check_inputs(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Shapes, dtypes and devices of logits (N, C, d1..dk) and labels (N, d1..dk)."""
+    if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise TypeError(
+            f"logits and labels must be tensors; got {type(logits).__name__} "
+            f"and {type(labels).__name__}"
+        )
+    if logits.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"logits must be float16, bfloat16, float32 or float64; got {logits.dtype}")
+    if logits.dim() < 2:
+        raise ValueError(
+            f"logits must have shape (N, C, d1, ..., dk) with at least 2 dimensions; "
+            f"got shape {tuple(logits.shape)}"
+        )
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(
+            f"labels must hold integer class indices; got dtype {labels.dtype} "
+            "(convert with labels.long() after checking they are whole numbers)"
+        )
+    if logits.shape[1] < 2:
+        raise ValueError(f"need at least 2 classes; logits have C = {logits.shape[1]}")
+    expected = (logits.shape[0],) + tuple(logits.shape[2:])
+    if tuple(labels.shape) != expected:
+        raise ValueError(
+            f"labels shape {tuple(labels.shape)} does not match logits shape "
+            f"{tuple(logits.shape)}: expected labels of shape {expected}. Resize the logits "
+            "with F.interpolate(logits, size=labels.shape[-2:], mode='bilinear') or the "
+            "labels with nearest-neighbour interpolation"
+        )
+    if labels.device != logits.device:
+        raise ValueError(f"logits are on {logits.device} but labels on {labels.device}")
+
+
+def raise_bad_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """Raise the ValueError naming the labels outside [0, C) that are not ignore_index."""
+    in_use = torch.where(labels == ignore_index, 0, labels.long())
+    values = torch.unique(in_use[(in_use < 0) | (in_use >= num_classes)]).tolist()
+    shown = ", ".join(str(v) for v in values[:10]) + (", ..." if len(values) > 10 else "")
+    raise ValueError(
+        f"labels contain {shown} but C = {num_classes}: labels must be in [0, {num_classes - 1}] "
+        f"or equal ignore_index={ignore_index}"
+    )

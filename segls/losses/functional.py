@@ -1,0 +1,52 @@
+"""The functional form of the label-smoothing softmax cross-entropy and backend dispatch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from segls.losses import _torch
+from segls.losses.checks import BACKENDS, REDUCTIONS, check_inputs, check_weight, resolve_targets
+
+
+def label_smooth_softmax_ce(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    lb_smooth: float | None = None,
+    *,
+    lb_pos: float | None = None,
+    lb_neg: float | None = None,
+    ignore_index: int = 255,
+    reduction: str = "mean",
+    weight: torch.Tensor | Sequence[float] | None = None,
+    check_labels: bool = True,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Label-smoothing softmax cross-entropy over dim 1 of (N, C, d1, ..., dk) logits.
+
+    With ``lb_smooth`` = ε (default 0.1) the target is (1 − ε) on the label class plus ε/C on
+    every class, equal to ``F.cross_entropy(..., label_smoothing=ε)``; with ``lb_pos``/``lb_neg``
+    it is lb_pos on the label class and lb_neg elsewhere. Pixels equal to ``ignore_index`` add
+    nothing. ``'mean'`` divides by the number of valid pixels (with ``weight``: by the sum of
+    their label-class weights) and returns 0 with a zero gradient when there is none, where
+    PyTorch returns NaN. The loss is float32 (float64 for float64 logits); the gradient has the
+    logits' dtype. ``check_labels`` costs one min/max reduction (a host sync on GPU).
+    """
+    check_inputs(logits, labels)
+    num_classes = logits.shape[1]
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    lb_pos, lb_neg = resolve_targets(num_classes, lb_smooth, lb_pos, lb_neg)
+    weight = check_weight(weight, num_classes)
+    if weight is not None:
+        weight = weight.to(logits.device)
+    if backend == "triton":
+        raise NotImplementedError(
+            "the Triton backend is not available in this build; use backend='torch' or 'auto'"
+        )
+    return _torch.LabelSmoothCEFunction.apply(
+        logits, labels, lb_pos, lb_neg, weight, int(ignore_index), reduction, check_labels
+    )
