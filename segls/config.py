@@ -1,0 +1,321 @@
+"""Experiment configuration: typed dataclasses loaded from YAML files and key=value overrides.
+
+`load` reads a file with its `_base_` files (see `segls.config_yaml`), applies the overrides,
+then checks every key and value against the dataclasses below: unknown keys, wrong types and
+impossible values are reported with the file that set them. configs/README.md lists every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from segls.config_types import build_dataclass, show
+from segls.config_yaml import (
+    ConfigError,
+    dump_yaml,
+    merge_into,
+    parse_override,
+    read_config_tree,
+    where_set,
+)
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "RuntimeConfig",
+    "ScheduleConfig",
+    "dump",
+    "from_dict",
+    "load",
+    "to_dict",
+    "validate",
+]
+
+_CHOICES = {
+    "data.format": ("folder", "voc", "cityscapes", "ade20k"),
+    "data.cityscapes_labels": ("labelTrainIds", "labelIds"),
+    "loss.backend": ("auto", "torch", "triton"),
+    "optimizer.type": ("adamw", "sgd"),
+    "runtime.amp": ("off", "fp16", "bf16"),
+}
+_MINIMUM = {
+    "data.in_channels": 1,
+    "data.batch_size": 1,
+    "data.val_batch_size": 1,
+    "data.num_workers": 0,
+    "optimizer.weight_decay": 0,
+    "schedule.max_iters": 1,
+    "schedule.power": 0,
+    "schedule.eval_interval": 1,
+    "schedule.checkpoint_interval": 1,
+    "schedule.log_interval": 1,
+    "runtime.num_threads": 0,
+    "runtime.vis_samples": 0,
+}
+_IN_UNIT_INTERVAL = (
+    "data.hflip",
+    "data.vflip",
+    "data.rotate90",
+    "data.photometric",
+    "loss.lb_pos",
+    "loss.lb_neg",
+    "schedule.warmup_ratio",
+)
+_NON_EMPTY = ("data.root", "data.train_split", "data.val_split", "model.arch", "model.encoder")
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")
+# smp constructor arguments that other keys already set, and the key to use instead.
+_RESERVED_MODEL_KWARGS = {
+    "encoder_name": "model.encoder",
+    "encoder_weights": "model.encoder_weights",
+    "in_channels": "data.in_channels",
+    "classes": "data.num_classes",
+}
+
+
+@dataclass
+class DataConfig:
+    """Dataset location and format, classes, normalisation, augmentation and loading."""
+
+    format: str = "folder"
+    root: str = "data/scratch_assay"
+    train_split: str = "train"
+    val_split: str = "val"
+    num_classes: int = 3
+    class_names: list[str] = field(default_factory=list)
+    palette: list[list[int]] = field(default_factory=list)
+    in_channels: int = 3
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    ignore_index: int = 255
+    reduce_zero_label: bool = False
+    cityscapes_labels: str = "labelTrainIds"
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rotate90: float = 0.0
+    photometric: float = 0.0
+    batch_size: int = 8
+    val_batch_size: int = 1
+    num_workers: int = 2
+    cache: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """Which segmentation-models-pytorch architecture and encoder to build."""
+
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """Settings of the label-smoothing softmax cross-entropy."""
+
+    lb_smooth: float = 0.1
+    lb_pos: float | None = None
+    lb_neg: float | None = None
+    class_weight: list[float] | None = None
+    backend: str = "auto"
+    check_labels: bool = True
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer type and hyper-parameters."""
+
+    type: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    """Iteration budget, warm-up, poly learning-rate decay and the evaluate/save/log cadence."""
+
+    max_iters: int = 1000
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.1
+    power: float = 0.9
+    min_lr: float = 0.0
+    eval_interval: int = 200
+    checkpoint_interval: int = 200
+    log_interval: int = 20
+
+
+@dataclass
+class RuntimeConfig:
+    """Device, precision, seeding and threading."""
+
+    device: str = "auto"
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    num_threads: int = 0
+    vis_samples: int = 2
+
+
+@dataclass
+class Config:
+    """A whole experiment: one section per concern."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def _lookup(cfg: Config, key: str) -> Any:
+    """The value at a key path such as "data.mean" or "model.kwargs.classes"."""
+    section, name, *rest = key.split(".")
+    value = getattr(getattr(cfg, section), name)
+    return value[rest[0]] if rest else value
+
+
+def _in_unit(value: float | None, *, upper_open: bool = False) -> bool:
+    """Whether value is None or in [0, 1] ([0, 1) with upper_open)."""
+    return value is None or 0.0 <= value < 1.0 or (value == 1.0 and not upper_open)
+
+
+def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
+    """(key, ok, what to do) for checks beyond the tables: lengths, ranges, relations between keys."""
+    data, loss, opt, sched = cfg.data, cfg.loss, cfg.optimizer, cfg.schedule
+    classes, channels = data.num_classes, data.in_channels
+    per_class = f"one per class (data.num_classes = {classes})"
+    per_channel = f"give one value per input channel (data.in_channels = {channels})"
+    yield "data.num_classes", classes >= 2, "use 2 or more (binary: background + foreground)"
+    yield "data.class_names", len(data.class_names) in (0, classes), f"give {per_class}, or []"
+    yield "data.palette", len(data.palette) in (0, classes), f"give {per_class}, or []"
+    rgb_ok = all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in data.palette)
+    yield "data.palette", rgb_ok, "write each colour as [r, g, b] with values in 0..255"
+    yield "data.mean", len(data.mean) == channels, per_channel
+    yield "data.std", len(data.std) == channels, per_channel
+    yield "data.std", all(s > 0 for s in data.std), "every std must be > 0"
+    collides = 0 <= data.ignore_index < classes
+    yield "data.ignore_index", not collides, f"use a value outside 0..{classes - 1}, e.g. 255"
+    crop_ok = len(data.crop_size) == 2 and min(data.crop_size) > 0
+    yield "data.crop_size", crop_ok, "give [height, width] as two positive ints"
+    low, high = (data.scale_range + [0.0, 0.0])[:2]
+    scale_ok = len(data.scale_range) == 2 and 0 < low <= high
+    yield "data.scale_range", scale_ok, "give [low, high] with 0 < low <= high, or [1.0, 1.0]"
+    weights_ok = cfg.model.encoder_weights != ""
+    yield "model.encoder_weights", weights_ok, "use null, imagenet or a file path"
+    for name, owner in _RESERVED_MODEL_KWARGS.items():
+        yield f"model.kwargs.{name}", name not in cfg.model.kwargs, f"remove it and set {owner}"
+    smooth_ok = _in_unit(loss.lb_smooth, upper_open=True)
+    yield "loss.lb_smooth", smooth_ok, "use a value in [0, 1); 0 turns smoothing off"
+    lb_pos, lb_neg = loss.lb_pos, loss.lb_neg
+    single = "loss.lb_pos" if lb_neg is None else "loss.lb_neg"
+    yield single, (lb_pos is None) == (lb_neg is None), "set lb_pos and lb_neg together, or neither"
+    ordered = lb_pos is None or lb_neg is None or lb_pos >= lb_neg
+    yield "loss.lb_pos", ordered, f"the true-class target must be >= loss.lb_neg = {lb_neg}"
+    weights = loss.class_weight or []
+    yield "loss.class_weight", len(weights) in (0, classes), f"give {per_class}, or null"
+    finite = all(0 <= weight < float("inf") for weight in weights)
+    yield "loss.class_weight", finite, "weights must be finite and >= 0"
+    yield "optimizer.lr", opt.lr > 0, "the learning rate must be > 0"
+    yield "optimizer.momentum", _in_unit(opt.momentum, upper_open=True), "use a value in [0, 1)"
+    betas_ok = len(opt.betas) == 2 and all(_in_unit(b, upper_open=True) for b in opt.betas)
+    yield "optimizer.betas", betas_ok, "give [beta1, beta2], each in [0, 1)"
+    clip_ok = opt.grad_clip is None or opt.grad_clip > 0
+    yield "optimizer.grad_clip", clip_ok, "use a max norm > 0, or null for no clipping"
+    warmup_ok = 0 <= sched.warmup_iters <= sched.max_iters
+    yield "schedule.warmup_iters", warmup_ok, f"use 0 up to schedule.max_iters = {sched.max_iters}"
+    yield "schedule.min_lr", 0 <= sched.min_lr <= opt.lr, f"use 0 up to optimizer.lr = {opt.lr}"
+    device_ok = _DEVICE_RE.fullmatch(cfg.runtime.device) is not None
+    yield "runtime.device", device_ok, "use auto, cpu, cuda or cuda:N"
+    yield "runtime.seed", 0 <= cfg.runtime.seed < 2**32, "use a value in [0, 2**32)"
+
+
+def _problems(cfg: Config) -> list[tuple[str, str]]:
+    """(key path, what to do) for every value that fails a check."""
+    problems = [
+        (key, f"use one of {', '.join(choices)}")
+        for key, choices in _CHOICES.items()
+        if _lookup(cfg, key) not in choices
+    ]
+    problems += [
+        (key, f"use {low} or more")
+        for key, low in _MINIMUM.items()
+        if not _lookup(cfg, key) >= low  # also catches NaN
+    ]
+    problems += [
+        (key, "use a value in [0, 1]")
+        for key in _IN_UNIT_INTERVAL
+        if not _in_unit(_lookup(cfg, key))
+    ]
+    problems += [(k, "give a non-empty string") for k in _NON_EMPTY if not _lookup(cfg, k)]
+    problems += [(key, advice) for key, ok, advice in _special_checks(cfg) if not ok]
+    return problems
+
+
+def _validate(cfg: Config, where: Callable[[str], str]) -> None:
+    """Raise one ConfigError listing every value that fails a check."""
+    failed = []
+    for key, advice in _problems(cfg):
+        setting = f"{key} = {show(_lookup(cfg, key))}"
+        source = where(key)
+        failed.append(
+            f"{setting} (the default): {advice}"
+            if source == "default"
+            else f"{source}: {setting}: {advice}"
+        )
+    if failed:
+        raise ConfigError("\n".join(failed))
+
+
+def _from_tree(tree: dict, where: Callable[[str], str]) -> Config:
+    """Typed, validated Config from a merged mapping."""
+    cfg = build_dataclass(Config, tree, where)
+    _validate(cfg, where)
+    return cfg
+
+
+def load(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config with its `_base_` files, apply "a.b=value" overrides, validate."""
+    if isinstance(overrides, str):
+        raise TypeError(f"overrides must be a list of strings, got the string {overrides!r}")
+    tree, sources = read_config_tree(path)
+    for text in overrides:
+        update, source = parse_override(text)
+        merge_into(tree, update, source, sources)
+    return _from_tree(tree, lambda key: where_set(sources, key))
+
+
+def from_dict(data: dict, source: str = "config dict") -> Config:
+    """Typed, validated Config from a plain mapping (e.g. `to_dict` output kept in a checkpoint)."""
+    return _from_tree(data, lambda key: source)
+
+
+def validate(cfg: Config) -> None:
+    """Check the values of a Config built or edited in Python; raise ConfigError if any is bad."""
+    _validate(cfg, lambda key: "config")
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict of a Config (deep copy)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump(cfg: Config, path: str | os.PathLike) -> None:
+    """Write a Config as YAML, atomically; `load` reads it back to an equal Config."""
+    dump_yaml(to_dict(cfg), path)
