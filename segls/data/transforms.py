@@ -1,0 +1,150 @@
+"""Training and validation pipelines: albumentations geometry, then our own float32 photometry.
+
+Geometry (scale, rotate, pad, crop, flip) runs in albumentations on the stored dtype, so
+8-bit, 16-bit and float images with any channel count work, and masks are always resized
+with nearest neighbour. Scaling to [0, 1] by the dtype max, brightness/contrast jitter and
+mean/std normalisation are done here in float32 because they must treat every channel and
+bit depth alike.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from segls.data.io import dtype_max
+
+if TYPE_CHECKING:
+    from segls.config import DataConfig
+
+BRIGHTNESS_LIMIT = 0.2  # added offset, as a fraction of the full [0, 1] range
+CONTRAST_LIMIT = 0.2  # relative change of the spread around the image mean
+
+
+def build_geometry(data_cfg: DataConfig) -> A.Compose:
+    """Random scale, rotate90, pad to the crop (label filled with ignore), crop and flips."""
+    crop_h, crop_w = (int(size) for size in data_cfg.crop_size)
+    low, high = (float(factor) for factor in data_cfg.scale_range)
+    if not 0 < low <= high:
+        raise ValueError(
+            f"data.scale_range={list(data_cfg.scale_range)} must be [low, high] with 0 < low <= high"
+        )
+    steps: list[A.BasicTransform] = []
+    if (low, high) != (1.0, 1.0):
+        steps.append(
+            A.RandomScale(
+                scale_limit=(low - 1.0, high - 1.0),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                p=1.0,
+            )
+        )
+    if data_cfg.rotate90 > 0:
+        steps.append(A.RandomRotate90(p=data_cfg.rotate90))
+    steps += [
+        A.PadIfNeeded(
+            min_height=crop_h,
+            min_width=crop_w,
+            position="top_left",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=data_cfg.ignore_index,
+        ),
+        A.RandomCrop(height=crop_h, width=crop_w),
+    ]
+    if data_cfg.hflip > 0:
+        steps.append(A.HorizontalFlip(p=data_cfg.hflip))
+    if data_cfg.vflip > 0:
+        steps.append(A.VerticalFlip(p=data_cfg.vflip))
+    return A.Compose(steps, mask_interpolation=cv2.INTER_NEAREST)
+
+
+def jitter_brightness_contrast(
+    image: np.ndarray, rng: np.random.Generator, clip: bool = True
+) -> np.ndarray:
+    """Random contrast around the image mean and a random brightness offset, on float data."""
+    contrast = 1.0 + rng.uniform(-CONTRAST_LIMIT, CONTRAST_LIMIT)
+    brightness = rng.uniform(-BRIGHTNESS_LIMIT, BRIGHTNESS_LIMIT)
+    centre = float(image.mean())
+    image = (image - centre) * np.float32(contrast) + np.float32(centre + brightness)
+    return np.clip(image, 0.0, 1.0, out=image) if clip else image
+
+
+class SegTransform:
+    """Callable (image H×W×C, label H×W) -> (float32 C×H×W tensor, int64 H×W tensor).
+
+    ``geometry`` may be None (validation: the full image, unchanged). Its random state and
+    the photometric one are reset together by :meth:`set_random_seed`.
+    """
+
+    def __init__(
+        self,
+        geometry: A.Compose | None,
+        mean: list[float],
+        std: list[float],
+        photometric: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        if len(mean) != len(std):
+            raise ValueError(f"data.mean has {len(mean)} values but data.std has {len(std)}")
+        if any(value <= 0 for value in std):
+            raise ValueError(f"data.std={list(std)} must be positive")
+        self.geometry = geometry
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.photometric = float(photometric)
+        self.set_random_seed(seed)
+
+    def set_random_seed(self, seed: int | None) -> None:
+        """Reseed the geometric and photometric random streams (None: fresh entropy)."""
+        if self.geometry is not None:
+            self.geometry.set_random_seed(seed)
+        self.rng = np.random.default_rng(None if seed is None else [seed, 1])
+
+    def normalise(self, image: np.ndarray) -> np.ndarray:
+        """Scale by the dtype max to [0, 1], jitter if drawn, then subtract mean, divide std."""
+        if image.shape[-1] != self.mean.size:
+            raise ValueError(
+                f"image has {image.shape[-1]} channels but data.mean/std have {self.mean.size} "
+                "values; give one mean and std per channel"
+            )
+        scaled = image.astype(np.float32) / np.float32(dtype_max(image.dtype))
+        if self.photometric > 0 and self.rng.random() < self.photometric:
+            is_integer = np.issubdtype(image.dtype, np.integer)
+            scaled = jitter_brightness_contrast(scaled, self.rng, clip=is_integer)
+        return (scaled - self.mean) / self.std
+
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.geometry is not None:
+            if label is None:
+                raise ValueError("training transforms need a label to crop alongside the image")
+            out = self.geometry(image=image, mask=label)
+            image, label = out["image"], out["mask"]
+        if image.ndim == 2:
+            image = image[:, :, None]
+        image_tensor = torch.from_numpy(
+            np.ascontiguousarray(self.normalise(image).transpose(2, 0, 1))
+        )
+        if label is None:
+            return image_tensor, None
+        return image_tensor, torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
+
+
+def build_transform(data_cfg: DataConfig, train: bool, seed: int | None = None) -> SegTransform:
+    """Training pipeline (random geometry + jitter) or validation pipeline (normalise only)."""
+    if len(data_cfg.mean) != data_cfg.in_channels:
+        raise ValueError(
+            f"data.mean has {len(data_cfg.mean)} values but data.in_channels="
+            f"{data_cfg.in_channels}; give one mean and std per input channel"
+        )
+    if train:
+        return SegTransform(
+            build_geometry(data_cfg), data_cfg.mean, data_cfg.std, data_cfg.photometric, seed
+        )
+    return SegTransform(None, data_cfg.mean, data_cfg.std, 0.0, seed)
