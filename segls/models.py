@@ -1,0 +1,165 @@
+"""Segmentation models from segmentation-models-pytorch, built offline."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segls import weights
+
+ARCHS: dict[str, type[nn.Module]] = {
+    "unet": smp.Unet,
+    "unetplusplus": smp.UnetPlusPlus,
+    "unet++": smp.UnetPlusPlus,
+    "fpn": smp.FPN,
+    "pspnet": smp.PSPNet,
+    "deeplabv3": smp.DeepLabV3,
+    "deeplabv3plus": smp.DeepLabV3Plus,
+    "deeplabv3+": smp.DeepLabV3Plus,
+    "linknet": smp.Linknet,
+    "pan": smp.PAN,
+    "manet": smp.MAnet,
+    "upernet": smp.UPerNet,
+    "segformer": smp.Segformer,
+}
+
+ENCODER_ALIASES = {"efficientnet-lite0": weights.LITE0_ENCODER}
+
+# Constructor arguments that build_model sets itself, and where to set them instead.
+RESERVED_KWARGS = {
+    "encoder_name": "set model.encoder",
+    "encoder_weights": "set model.encoder_weights",
+    "in_channels": "set data.in_channels",
+    "classes": "set data.num_classes",
+    "activation": "the model returns logits; the loss and the metrics expect them",
+    "aux_params": "the model must return one tensor of logits",
+}
+
+
+def build_model(model_cfg: Any, in_channels: int, num_classes: int) -> nn.Module:
+    """An smp model whose forward maps N×in_channels×H×W images to N×num_classes×H×W logits.
+
+    model_cfg is a ModelConfig or any object with arch, encoder, encoder_weights and kwargs.
+    Nothing is downloaded: smp always gets encoder_weights=None and the weights, if any,
+    are loaded from local files afterwards (see segls.weights).
+    """
+    arch_class = arch_class_for(model_cfg.arch)
+    encoder_name = resolve_encoder(model_cfg.encoder)
+    kwargs = check_kwargs(arch_class, model_cfg.kwargs)
+    for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    weights.check_weights(model_cfg.encoder_weights, encoder_name)
+    model = arch_class(
+        encoder_name=encoder_name,
+        encoder_weights=None,
+        in_channels=in_channels,
+        classes=num_classes,
+        **kwargs,
+    )
+    if model_cfg.encoder_weights is not None:
+        weights.load_encoder_weights(model.encoder, model_cfg.encoder_weights, encoder_name)
+    return model
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    """' Did you mean ...?' for the closest candidates, or ''."""
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def arch_class_for(arch: str) -> type[nn.Module]:
+    """The smp class for a case-insensitive architecture name."""
+    key = str(arch).strip().lower()
+    if key not in ARCHS:
+        raise ValueError(
+            f"unknown model.arch {arch!r}.{_suggest(key, list(ARCHS))} "
+            f"Valid names (case-insensitive): {', '.join(ARCHS)}"
+        )
+    return ARCHS[key]
+
+
+def resolve_encoder(encoder: str) -> str:
+    """The smp encoder name for encoder, after aliases; raise with close matches if unknown."""
+    name = ENCODER_ALIASES.get(str(encoder).strip().lower(), str(encoder).strip())
+    if name.startswith("tu-"):
+        if timm.is_model(name[3:]):
+            return name
+        suggestion = _suggest(name, ["tu-" + model for model in timm.list_models()])
+        raise ValueError(
+            f"unknown model.encoder {encoder!r}: timm has no model '{name[3:]}'.{suggestion}"
+        )
+    smp_names = smp.encoders.get_encoder_names()
+    if name in smp_names:
+        return name
+    if timm.is_model(name):
+        suggestion = f" timm has it: use 'tu-{name}'."
+    else:
+        suggestion = _suggest(name, smp_names + list(ENCODER_ALIASES))
+    raise ValueError(
+        f"unknown model.encoder {encoder!r}.{suggestion} Valid names: "
+        "smp.encoders.get_encoder_names(), 'efficientnet-lite0', or any timm model as 'tu-<name>'."
+    )
+
+
+def check_kwargs(arch_class: type[nn.Module], kwargs: dict | None) -> dict:
+    """kwargs for the smp constructor; raise naming any that it does not take."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"model.kwargs must be a mapping, got {type(kwargs).__name__}")
+    reserved = [f"{key} ({RESERVED_KWARGS[key]})" for key in kwargs if key in RESERVED_KWARGS]
+    if reserved:
+        raise ValueError(f"model.kwargs may not set {'; '.join(reserved)}")
+    parameters = inspect.signature(arch_class).parameters.values()
+    accepted = [
+        p.name
+        for p in parameters
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in RESERVED_KWARGS
+    ]
+    unknown = [key for key in kwargs if key not in accepted]
+    if unknown:
+        hints = "".join(_suggest(key, accepted) for key in unknown)
+        raise ValueError(
+            f"model.kwargs {unknown} are not arguments of smp.{arch_class.__name__}.{hints} "
+            f"Accepted: {', '.join(accepted)}"
+        )
+    return dict(kwargs)
+
+
+def output_stride(model: nn.Module) -> int:
+    """The number that input height and width must be multiples of (32 for most encoders).
+
+    It is the encoder's total downsampling: 2**depth, or less with dilation (DeepLabV3: 8).
+    """
+    stride = getattr(getattr(model, "encoder", None), "output_stride", None)
+    if stride is None:
+        raise TypeError(
+            f"{type(model).__name__} has no encoder.output_stride; build it with build_model"
+        )
+    return int(stride)
+
+
+def forward_padded(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits for images of any size: pad to the output stride, forward, crop back.
+
+    Padding goes at the bottom and right, reflecting the image where it is larger than the
+    padding and with zeros where it is not.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be N×C×H×W, got shape {tuple(images.shape)}")
+    stride = output_stride(model)
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % stride, -width % stride
+    if pad_h == 0 and pad_w == 0:
+        return model(images)
+    mode = "reflect" if pad_h < height and pad_w < width else "constant"
+    logits = model(F.pad(images, (0, pad_w, 0, pad_h), mode=mode))
+    return logits[..., :height, :width]
