@@ -1,0 +1,359 @@
+"""The training loop: iteration-based, one readable function per step.
+
+`train` builds everything from a Config, then repeats `train_one_iter`; every
+``schedule.eval_interval`` iterations (and at the end) it runs `evaluate`, and every
+``schedule.checkpoint_interval`` (and at the end) it saves ``latest.pth``; ``best.pth`` is
+saved whenever val mIoU improves. The work dir also gets config.yaml (the resolved config,
+enough to repeat the run) and the records of `segls.logger.RunLogger`.
+
+Resuming is exact (bit-identical weights on the CPU with ``num_workers=0``): the checkpoint
+holds the model, optimizer, scheduler, scaler and the global RNG states, and the data
+stream is a function of (seed, epoch) that `segls.batches.InfiniteLoader` re-enters mid-epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segls import checkpoint, runtime
+from segls.batches import InfiniteLoader, build_loaders
+from segls.config import Config, dump, to_dict
+from segls.data import sample as sample_data
+from segls.logger import RunLogger, TrainWindow, progress
+from segls.losses import LabelSmoothSoftmaxCE
+from segls.metrics import SegMetrics, format_table
+from segls.models import build_model, forward_padded
+from segls.optim import build_optimizer, build_scheduler
+from segls.visualize import panel
+
+__all__ = [
+    "build_criterion",
+    "build_optimizer",
+    "build_scheduler",
+    "evaluate",
+    "train",
+    "train_one_iter",
+]
+
+
+def build_criterion(cfg: Config) -> LabelSmoothSoftmaxCE:
+    """The label-smoothing cross-entropy configured by ``loss`` and ``data.ignore_index``.
+
+    ``lb_pos``/``lb_neg``, when set, replace ``lb_smooth`` (the config documents this).
+    """
+    loss_cfg = cfg.loss
+    explicit = loss_cfg.lb_pos is not None
+    return LabelSmoothSoftmaxCE(
+        None if explicit else loss_cfg.lb_smooth,
+        lb_pos=loss_cfg.lb_pos,
+        lb_neg=loss_cfg.lb_neg,
+        ignore_index=cfg.data.ignore_index,
+        weight=loss_cfg.class_weight,
+        check_labels=loss_cfg.check_labels,
+        backend=loss_cfg.backend,
+    )
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to `dtype` on `device`'s type; a no-op context for None (float32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def train_one_iter(
+    model: nn.Module,
+    criterion: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    amp_dtype: torch.dtype | None = None,
+    grad_clip: float | None = None,
+) -> dict:
+    """One optimizer step on a batch; returns the loss (a tensor), grad norm and whether skipped.
+
+    With float16 the `scaler` scales the loss; a step whose gradients overflowed is skipped
+    by the scaler, which then lowers its scale, so ``skipped`` is read from that decrease.
+    Gradients are unscaled before clipping so `grad_clip` is a norm of the true gradients.
+    """
+    model.train()
+    with _autocast(images.device, amp_dtype):
+        logits = model(images)
+    loss = criterion(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    grad_norm = None
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scale_before = scaler.get_scale() if scaler.is_enabled() else 1.0
+    scaler.step(optimizer)
+    scaler.update()
+    skipped = scaler.is_enabled() and scaler.get_scale() < scale_before
+    return {"loss": loss.detach(), "grad_norm": grad_norm, "skipped": skipped}
+
+
+def _predict(
+    model: nn.Module, images: torch.Tensor, size: torch.Size, amp_dtype: torch.dtype | None
+) -> torch.Tensor:
+    """Float32 logits for `images` of any size, resized to `size` (the labels' H×W)."""
+    with _autocast(images.device, amp_dtype):
+        logits = forward_padded(model, images)
+    logits = logits.float()
+    if logits.shape[-2:] != size:
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return logits
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    ignore_index: int,
+    device: torch.device,
+    amp: str | torch.dtype | None = "off",
+    criterion: nn.Module | None = None,
+) -> dict:
+    """Scores over `loader` (see `segls.metrics.scores_from_confusion`) plus ``"loss"``.
+
+    ``loss`` is the criterion's mean over every valid pixel of the set (each batch weighted
+    by its loss denominator), NaN without a criterion. The model is left in eval mode.
+    """
+    amp_dtype = runtime.amp_dtype(amp, device) if isinstance(amp, str) else amp
+    model.eval()
+    metrics = SegMetrics(num_classes, ignore_index)
+    loss_sum, loss_denominator = 0.0, 0.0
+    bar = progress(len(loader), "val", leave=False)
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        logits = _predict(model, images, labels.shape[-2:], amp_dtype)
+        metrics.update(logits, labels)
+        if criterion is not None:
+            valid_mask = labels != ignore_index
+            weight = getattr(criterion, "weight", None)
+            if weight is None:
+                denominator = valid_mask.sum()
+            else:
+                denominator = weight.to(device)[labels[valid_mask]].sum()
+            loss_sum += float(criterion(logits, labels) * denominator)
+            loss_denominator += float(denominator)
+        bar.update(1)
+    bar.close()
+    scores = metrics.compute()
+    has_loss = criterion is not None and loss_denominator > 0
+    scores["loss"] = loss_sum / loss_denominator if has_loss else math.nan
+    return scores
+
+
+def _resume_path(work_dir: Path, resume: str | Path | bool | None) -> Path | None:
+    """The checkpoint to resume from: None, the work dir's latest.pth (True), or a path."""
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        latest = work_dir / "latest.pth"
+        if not latest.is_file():
+            raise checkpoint.CheckpointError(
+                f"cannot resume: {latest} does not exist; start without --resume, "
+                "or pass the checkpoint to resume from"
+            )
+        return latest
+    return Path(resume)
+
+
+def _ensure_sample(data_cfg, logger: RunLogger) -> None:
+    """Prepare the bundled sample dataset when the config points at it and it is missing."""
+    is_sample = Path(data_cfg.root).resolve() == sample_data.SAMPLE_ROOT.resolve()
+    if is_sample and not sample_data.is_prepared(data_cfg.root):
+        logger.info(f"preparing the bundled sample dataset in {data_cfg.root}")
+        sample_data.ensure_sample(data_cfg.root)
+
+
+def _sample_panels(
+    model: nn.Module, dataset, cfg: Config, device: torch.device, amp_dtype: torch.dtype | None
+) -> list[torch.Tensor]:
+    """Input | ground truth | prediction panels of the first ``runtime.vis_samples`` images."""
+    panels = []
+    model.eval()
+    with torch.no_grad():
+        for index in range(min(cfg.runtime.vis_samples, len(dataset))):
+            image, label = dataset[index]
+            logits = _predict(model, image[None].to(device), label.shape[-2:], amp_dtype)
+            prediction = logits.argmax(dim=1)[0].cpu()
+            panels.append(
+                panel(
+                    image,
+                    label,
+                    prediction,
+                    dataset.palette,
+                    cfg.data.mean,
+                    cfg.data.std,
+                    ignore_index=cfg.data.ignore_index,
+                )
+            )
+    return panels
+
+
+def _evaluate_and_record(
+    model: nn.Module,
+    loader: DataLoader,
+    cfg: Config,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    criterion: nn.Module,
+    logger: RunLogger,
+    iteration: int,
+    record: bool = True,
+) -> dict:
+    """`evaluate`, then print the table and (if `record`) log scores and image panels."""
+    scores = evaluate(
+        model, loader, cfg.data.num_classes, cfg.data.ignore_index, device, amp_dtype, criterion
+    )
+    class_names = loader.dataset.class_names
+    logger.info(
+        f"eval at iter {iteration}: val loss {scores['loss']:.4f}\n"
+        + format_table(scores, class_names)
+    )
+    if record:
+        logger.evaluation(iteration, scores, class_names)
+        panels = _sample_panels(model, loader.dataset, cfg, device, amp_dtype)
+        for index, image in enumerate(panels):
+            logger.image(f"val/sample_{index}", image, iteration)
+    return scores
+
+
+def _train_values(
+    window: TrainWindow,
+    lr: float,
+    step: dict,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+) -> dict[str, float]:
+    """The train/* scalars of a log line: window averages plus this step's state."""
+    values = {"train/lr": lr, **window.summary()}
+    if step["grad_norm"] is not None:
+        values["train/grad_norm"] = float(step["grad_norm"])
+    if scaler.is_enabled():
+        values["train/grad_scale"] = scaler.get_scale()
+        values["train/skipped_steps"] = window.skipped
+    if device.type == "cuda":
+        values["train/peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return values
+
+
+def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = None) -> dict:
+    """Train as `cfg` says, recording into `work_dir`; returns the final validation scores.
+
+    `resume` is None (fresh run), True (the work dir's latest.pth) or a checkpoint path; the
+    run then continues at the checkpoint's iteration with all states restored.
+    """
+    work_dir = Path(work_dir)
+    resume_path = _resume_path(work_dir, resume)
+    device = runtime.configure(cfg.runtime)
+    amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
+    memory_format = torch.channels_last if cfg.runtime.channels_last else torch.preserve_format
+    sched = cfg.schedule
+
+    start_iter = 0
+    if resume_path is not None:
+        state = checkpoint.load(resume_path)
+        start_iter = checkpoint.check_training_state(state, resume_path)
+    logger = RunLogger(work_dir, start_iter)
+    try:
+        if resume_path is None and (work_dir / "latest.pth").exists():
+            logger.info(f"{work_dir} holds a previous run; starting afresh (--resume continues)")
+        _ensure_sample(cfg.data, logger)
+        train_loader, val_loader = build_loaders(cfg)
+        model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+        model = model.to(device, memory_format=memory_format)
+        train_model = torch.compile(model) if cfg.runtime.compile else model
+        criterion = build_criterion(cfg).to(device)
+        optimizer = build_optimizer(model, cfg.optimizer)
+        scheduler = build_scheduler(optimizer, sched)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+        best_miou = -math.inf
+        if resume_path is not None:
+            start_iter, best_miou = checkpoint.restore_training_state(
+                state, resume_path, model, optimizer, scheduler, scaler
+            )
+            for group, base_lr, factor in zip(
+                optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+            ):
+                group["lr"] = base_lr * factor(start_iter)
+            logger.info(f"resumed from {resume_path} at iter {start_iter}")
+        batches = InfiniteLoader(train_loader, cfg.runtime.seed, start_iter)
+        if resume_path is not None:
+            runtime.set_rng_state(state["rng"])
+        dump(cfg, work_dir / "config.yaml")
+        config_dict = to_dict(cfg)
+        logger.info(
+            f"training {cfg.model.arch}/{cfg.model.encoder} on {device} (amp {cfg.runtime.amp}) "
+            f"for {sched.max_iters} iters, {len(train_loader.dataset)} train / "
+            f"{len(val_loader.dataset)} val images; work dir {work_dir}"
+        )
+
+        scores = None
+        window = TrainWindow()
+        bar = progress(sched.max_iters, "train", initial=start_iter)
+        run_start = time.perf_counter()
+        for iteration in range(start_iter + 1, sched.max_iters + 1):
+            images, labels = next(batches)
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            labels = labels.to(device, non_blocking=True)
+            lr = optimizer.param_groups[0]["lr"]
+            step = train_one_iter(
+                train_model, criterion, images, labels, optimizer, scaler, amp_dtype,
+                cfg.optimizer.grad_clip,
+            )  # fmt: skip
+            scheduler.step()
+            window.add(step["loss"], images.shape[0], step["skipped"])
+            bar.update(1)
+            is_last = iteration == sched.max_iters
+            if iteration % sched.log_interval == 0 or is_last:
+                seconds_per_iter = (time.perf_counter() - run_start) / (iteration - start_iter)
+                eta = seconds_per_iter * (sched.max_iters - iteration)
+                values = _train_values(window, lr, step, scaler, device)
+                logger.train_line(iteration, sched.max_iters, values, eta)
+                bar.set_postfix(loss=f"{values['train/loss']:.4f}")
+                window = TrainWindow()
+            to_save = []
+            if iteration % sched.eval_interval == 0 or is_last:
+                eval_start = time.perf_counter()
+                scores = _evaluate_and_record(
+                    model, val_loader, cfg, device, amp_dtype, criterion, logger, iteration
+                )
+                window.start += time.perf_counter() - eval_start  # throughput of training only
+                if scores["mIoU"] > best_miou:
+                    best_miou = scores["mIoU"]
+                    to_save.append(work_dir / "best.pth")
+            if iteration % sched.checkpoint_interval == 0 or is_last:
+                to_save.append(work_dir / "latest.pth")
+            if to_save:
+                state = checkpoint.training_state(
+                    model, optimizer, scheduler, scaler, iteration, best_miou, config_dict
+                )
+                for path in to_save:
+                    checkpoint.save_atomic(state, path)
+                    logger.info(f"saved {path}")
+        bar.close()
+        if scores is None:
+            scores = _evaluate_and_record(
+                model, val_loader, cfg, device, amp_dtype, criterion, logger, start_iter,
+                record=False,
+            )  # fmt: skip
+        best = f"{100 * best_miou:.2f}" if math.isfinite(best_miou) else "-"
+        logger.info(
+            f"done: final mIoU {100 * scores['mIoU']:.2f}, mAcc {100 * scores['mAcc']:.2f}, "
+            f"aAcc {100 * scores['aAcc']:.2f} | best mIoU {best} | work dir {work_dir}"
+        )
+        return scores
+    finally:
+        logger.close()

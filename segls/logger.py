@@ -1,0 +1,172 @@
+"""Run records: console + train.log lines, TensorBoard, metrics.jsonl and progress bars.
+
+Everything a run writes about itself goes through `RunLogger`, into its work directory:
+``train.log`` (the console lines), ``events.out.tfevents.*`` (TensorBoard) and
+``metrics.jsonl`` (one JSON object per evaluation, NaN written as null).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+__all__ = ["RunLogger", "TrainWindow", "format_duration", "json_safe", "progress"]
+
+_TRAIN_FIELDS = {
+    "train/loss": "loss {:.4f}",
+    "train/lr": "lr {:.3e}",
+    "train/images_per_s": "{:.1f} img/s",
+    "train/grad_norm": "grad norm {:.3f}",
+    "train/grad_scale": "scale {:.0f}",
+    "train/skipped_steps": "skipped {:.0f}",
+    "train/peak_mem_mb": "mem {:.0f} MB",
+}
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as H:MM:SS."""
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def json_safe(value: object) -> object:
+    """`value` with NaN/inf floats replaced by None, recursively through lists and dicts."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def progress(total: int, desc: str, initial: int = 0, leave: bool = True) -> tqdm:
+    """A progress bar with rate and ETA on stderr; hidden when stderr is not a terminal."""
+    return tqdm(
+        total=total, initial=initial, desc=desc, leave=leave, disable=None, dynamic_ncols=True
+    )
+
+
+def _wait_for_a_later_second(work_dir: Path) -> None:
+    """Sleep (under a second) until a new event file would sort after the existing ones.
+
+    TensorBoard reads a directory's event files in name order, and names start with a
+    whole-second timestamp; a resumed run's purge only works if its file comes last.
+    """
+    stamps = []
+    for path in work_dir.glob("events.out.tfevents.*"):
+        stamp = path.name.split(".")[3]
+        if stamp.isdigit():
+            stamps.append(int(stamp))
+    wait = max(stamps) + 1 - time.time() if stamps else 0.0
+    if 0 < wait <= 1:
+        time.sleep(wait)
+
+
+class TrainWindow:
+    """Training statistics since the last log line; losses stay on the device until asked."""
+
+    def __init__(self) -> None:
+        self.loss_sum: torch.Tensor | float = 0.0
+        self.iterations = 0
+        self.images = 0
+        self.skipped = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, batch_size: int, skipped: bool) -> None:
+        """Count one training step."""
+        self.loss_sum = self.loss_sum + loss
+        self.iterations += 1
+        self.images += batch_size
+        self.skipped += int(skipped)
+
+    def summary(self) -> dict[str, float]:
+        """Mean loss and images per second over the window."""
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        return {
+            "train/loss": float(self.loss_sum) / max(self.iterations, 1),
+            "train/images_per_s": self.images / seconds,
+        }
+
+
+class RunLogger:
+    """Writes one run's records into `work_dir`; resumed runs append after `start_iter`.
+
+    TensorBoard events and metrics.jsonl rows after `start_iter` (left by an interrupted
+    run, or by an earlier run in the same directory) are dropped, so the records read as one
+    continuous run.
+    """
+
+    def __init__(self, work_dir: str | Path, start_iter: int = 0) -> None:
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.work_dir / "metrics.jsonl"
+        self._trim_metrics(start_iter)
+        _wait_for_a_later_second(self.work_dir)
+        self._log_file = open(self.work_dir / "train.log", "a", encoding="utf-8")  # noqa: SIM115
+        self.writer = SummaryWriter(str(self.work_dir), purge_step=start_iter + 1)
+
+    def info(self, message: str) -> None:
+        """Print `message` (above any progress bar) and append it to train.log."""
+        tqdm.write(message, file=sys.stdout)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        for line in message.splitlines() or [""]:
+            self._log_file.write(f"{stamp} {line}\n")
+        self._log_file.flush()
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Add TensorBoard scalars; NaN values (undefined scores) are left out."""
+        for tag, value in values.items():
+            if value is not None and math.isfinite(value):
+                self.writer.add_scalar(tag, value, step)
+
+    def train_line(
+        self, iteration: int, max_iters: int, values: dict[str, float], eta_seconds: float
+    ) -> None:
+        """Record train/* scalars and print them as one line with the ETA."""
+        self.scalars(values, iteration)
+        parts = [f"iter {iteration}/{max_iters}"]
+        parts += [form.format(values[tag]) for tag, form in _TRAIN_FIELDS.items() if tag in values]
+        self.info(" | ".join([*parts, f"eta {format_duration(eta_seconds)}"]))
+
+    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        """Add a uint8 H×W×3 image to TensorBoard."""
+        self.writer.add_image(tag, image, step, dataformats="HWC")
+
+    def evaluation(self, step: int, scores: dict, class_names: list[str]) -> None:
+        """Record one evaluation's scores: val/* scalars and a metrics.jsonl row."""
+        summary = {key: scores[key] for key in ("loss", "mIoU", "mAcc", "aAcc", "mDice")}
+        values = {f"val/{key}": value for key, value in summary.items()}
+        for name, iou in zip(class_names, scores["IoU"], strict=True):
+            values[f"val/IoU/{name}"] = iou
+        self.scalars(values, step)
+        self.writer.flush()
+        row = {"iter": step, **json_safe(scores), "class_names": list(class_names)}
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row, allow_nan=False) + "\n")
+
+    def close(self) -> None:
+        """Flush and close the files."""
+        self.writer.close()
+        self._log_file.close()
+
+    def _trim_metrics(self, start_iter: int) -> None:
+        """Drop metrics.jsonl rows after `start_iter`; start a new file for a fresh run."""
+        if not self.metrics_path.exists():
+            return
+        kept = []
+        if start_iter > 0:
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line)["iter"] <= start_iter:
+                        kept.append(line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    continue
+        self.metrics_path.write_text("".join(kept), encoding="utf-8")

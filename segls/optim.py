@@ -1,0 +1,58 @@
+"""Optimizers and learning-rate schedules built from the config."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from segls.config import OptimizerConfig, ScheduleConfig
+
+__all__ = ["build_optimizer", "build_scheduler", "poly_warmup_factor"]
+
+
+def build_optimizer(model: nn.Module, opt_cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """SGD (momentum) or AdamW over `model`'s trainable parameters.
+
+    Weight decay applies to weight matrices and kernels only: 1-D parameters (biases and the
+    scales/shifts of normalisation layers) are not decayed, since shrinking them towards zero
+    does not regularise the function and hurts normalised networks.
+    """
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": opt_cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if opt_cfg.type == "sgd":
+        return torch.optim.SGD(groups, lr=opt_cfg.lr, momentum=opt_cfg.momentum)
+    if opt_cfg.type == "adamw":
+        return torch.optim.AdamW(groups, lr=opt_cfg.lr, betas=tuple(opt_cfg.betas))
+    raise ValueError(f"optimizer.type={opt_cfg.type!r} is not one of adamw, sgd")
+
+
+def poly_warmup_factor(iteration: int, sched_cfg: ScheduleConfig, base_lr: float) -> float:
+    """Learning-rate multiplier for the step after `iteration` steps: poly decay, linear warm-up.
+
+    ``lr = (base_lr - min_lr) * (1 - iteration / max_iters) ** power + min_lr``; during the
+    first ``warmup_iters`` steps it is scaled by a factor rising linearly from
+    ``warmup_ratio`` to 1.
+    """
+    progress_done = min(iteration, sched_cfg.max_iters) / sched_cfg.max_iters
+    min_fraction = sched_cfg.min_lr / base_lr if base_lr > 0 else 0.0
+    factor = (1 - min_fraction) * (1 - progress_done) ** sched_cfg.power + min_fraction
+    if iteration < sched_cfg.warmup_iters:
+        ramp = iteration / sched_cfg.warmup_iters
+        factor *= sched_cfg.warmup_ratio + (1 - sched_cfg.warmup_ratio) * ramp
+    return factor
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, sched_cfg: ScheduleConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration poly schedule with linear warm-up (see `poly_warmup_factor`)."""
+    base_lr = optimizer.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda iteration: poly_warmup_factor(iteration, sched_cfg, base_lr)
+    )

@@ -1,0 +1,151 @@
+"""Where a run executes: device, mixed-precision dtype, threads, seeds and determinism.
+
+The training loop asks this module; it does not decide any of these itself.
+
+Mixed precision (``runtime.amp``):
+
+- ``off``: float32 everywhere.
+- ``bf16``: autocast to bfloat16 on CUDA (needs a GPU that supports it) or on the CPU.
+  No gradient scaler: bfloat16 has float32's exponent range.
+- ``fp16``: autocast to float16 with a gradient scaler, CUDA only. On the CPU float16
+  autocast is slow and poorly covered, so asking for it there is an error that suggests bf16.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from segls.config import ConfigError
+
+__all__ = [
+    "AMP_DTYPES",
+    "amp_dtype",
+    "configure",
+    "derived_seed",
+    "get_rng_state",
+    "resolve_device",
+    "seed_everything",
+    "set_determinism",
+    "set_rng_state",
+]
+
+AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for ``runtime.device``: auto, cpu, cuda or cuda:N."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"runtime.device={name!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"runtime.device={name!r} but CUDA is not available; use runtime.device=cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"runtime.device={name!r} but only {torch.cuda.device_count()} CUDA device(s) "
+                "exist; pick one of them"
+            )
+    elif device.type != "cpu":
+        raise ConfigError(
+            f"runtime.device={name!r} is not supported; use auto, cpu, cuda or cuda:N"
+        )
+    return device
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``runtime.amp`` on `device`, or None for float32."""
+    if amp not in AMP_DTYPES:
+        raise ConfigError(f"runtime.amp={amp!r} is not one of {sorted(AMP_DTYPES)}")
+    dtype = AMP_DTYPES[amp]
+    if dtype is torch.float16 and device.type != "cuda":
+        raise ConfigError(
+            f"runtime.amp=fp16 needs a CUDA device but the run uses {device}; "
+            "use runtime.amp=bf16 (supported on the CPU) or runtime.amp=off"
+        )
+    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"runtime.amp=bf16 but {torch.cuda.get_device_name(device)} has no bfloat16 support; "
+            "use runtime.amp=fp16 or runtime.amp=off"
+        )
+    return dtype
+
+
+def set_determinism(enabled: bool) -> None:
+    """Make kernels deterministic (slower), or let cuDNN pick the fastest algorithms.
+
+    Deterministic mode is strict: an operation without a deterministic implementation raises
+    (torch's message names it). ``CUBLAS_WORKSPACE_CONFIG`` must be set before CUDA starts, so
+    call this before the first CUDA operation.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (all CUDA devices too)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derived_seed(seed: int, *keys: int) -> int:
+    """A seed in [0, 2**32) that is a fixed function of `seed` and `keys` (e.g. the epoch)."""
+    sequence = np.random.SeedSequence([seed % 2**32, *(key % 2**32 for key in keys)])
+    return int(sequence.generate_state(1)[0])
+
+
+def configure(runtime_cfg) -> torch.device:
+    """Apply a ``RuntimeConfig``: threads, determinism, seeds. Returns the device to run on."""
+    if runtime_cfg.num_threads < 0:
+        raise ConfigError(
+            f"runtime.num_threads={runtime_cfg.num_threads} must be >= 0 (0 keeps torch's default)"
+        )
+    if runtime_cfg.num_threads > 0:
+        torch.set_num_threads(runtime_cfg.num_threads)
+    set_determinism(runtime_cfg.deterministic)
+    device = resolve_device(runtime_cfg.device)
+    amp_dtype(runtime_cfg.amp, device)
+    seed_everything(runtime_cfg.seed)
+    return device
+
+
+def get_rng_state() -> dict:
+    """The global generators' states, in forms ``torch.load(weights_only=True)`` accepts."""
+    version, mt_state, gauss_next = random.getstate()
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": [version, list(mt_state), gauss_next],
+        "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached_gaussian)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the generators saved by `get_rng_state`."""
+    version, mt_state, gauss_next = state["python"]
+    random.setstate((version, tuple(mt_state), gauss_next))
+    kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state(
+        (kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian)
+    )
+    torch.set_rng_state(state["torch"])
+    cuda_states = state.get("cuda", [])
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)

@@ -1,0 +1,162 @@
+"""Tests of checkpoint I/O: atomic saves, safe loads, clear errors, training-state round trips."""
+
+from __future__ import annotations
+
+import os
+import random
+import stat
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from segls import checkpoint, runtime
+from segls.checkpoint import CheckpointError
+
+
+def test_save_atomic_round_trip_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "sub" / "state.pth"
+    state = {"weights": torch.arange(6.0).view(2, 3), "iter": 7, "names": ["a", "b"], "x": None}
+    checkpoint.save_atomic(state, path)
+    checkpoint.save_atomic({**state, "iter": 8}, path)
+    loaded = checkpoint.load(path)
+    assert loaded["iter"] == 8 and loaded["names"] == ["a", "b"] and loaded["x"] is None
+    assert torch.equal(loaded["weights"], state["weights"])
+    assert os.listdir(path.parent) == ["state.pth"]
+
+
+def test_save_atomic_permissions_follow_the_umask(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        checkpoint.save_atomic({"a": 1}, tmp_path / "c.pth")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "c.pth").stat().st_mode) == 0o644
+
+
+def test_failed_save_keeps_the_old_file_and_cleans_up(tmp_path):
+    path = tmp_path / "latest.pth"
+    checkpoint.save_atomic({"iter": 1}, path)
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickle raises for a lambda
+        checkpoint.save_atomic({"iter": 2, "bad": lambda: None}, path)
+    assert checkpoint.load(path) == {"iter": 1}
+    assert os.listdir(tmp_path) == ["latest.pth"]
+
+
+def test_truncated_checkpoint_error_names_the_file(tmp_path):
+    path = tmp_path / "latest.pth"
+    checkpoint.save_atomic({"weights": torch.zeros(1000)}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="latest.pth.*truncated, corrupt"):
+        checkpoint.load(path)
+
+
+def test_garbage_missing_and_non_dict_checkpoints_are_named(tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        checkpoint.load(garbage)
+    with pytest.raises(CheckpointError, match="missing.pth does not exist"):
+        checkpoint.load(tmp_path / "missing.pth")
+    listed = tmp_path / "list.pth"
+    torch.save([1, 2], listed)
+    with pytest.raises(CheckpointError, match="list.pth holds a list"):
+        checkpoint.load(listed)
+
+
+class Custom:
+    pass
+
+
+def test_load_refuses_arbitrary_pickled_objects(tmp_path):
+    path = tmp_path / "unsafe.pth"
+    torch.save({"thing": Custom()}, path)
+    with pytest.raises(CheckpointError, match="unsafe.pth"):
+        checkpoint.load(path)
+
+
+def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
+    runtime.seed_everything(123)
+    random.random(), np.random.normal(), torch.rand(1)  # noqa: B018 - move the streams on
+    checkpoint.save_atomic({"rng": runtime.get_rng_state()}, tmp_path / "rng.pth")
+    expected = random.random(), np.random.normal(), np.random.normal(), torch.rand(3)
+    runtime.seed_everything(999)
+    runtime.set_rng_state(checkpoint.load(tmp_path / "rng.pth")["rng"])
+    drawn = random.random(), np.random.normal(), np.random.normal(), torch.rand(3)
+    assert drawn[:3] == expected[:3]
+    assert torch.equal(drawn[3], expected[3])
+
+
+def make_objects(seed: int, lr: float = 0.1):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return model, optimizer, scheduler, scaler
+
+
+def take_steps(model, optimizer, scheduler, count: int) -> None:
+    for _ in range(count):
+        optimizer.zero_grad()
+        model(torch.ones(1, 2, 5, 5)).square().mean().backward()
+        optimizer.step()
+        scheduler.step()
+
+
+def test_training_state_round_trip_continues_identically(tmp_path):
+    objects = make_objects(0)
+    take_steps(*objects[:3], 3)
+    state = checkpoint.training_state(*objects, 3, 0.25, {"schedule": {"max_iters": 9}})
+    checkpoint.save_atomic(state, tmp_path / "latest.pth")
+    take_steps(*objects[:3], 2)
+
+    restored = make_objects(1)
+    loaded = checkpoint.load(tmp_path / "latest.pth")
+    assert loaded["config"] == {"schedule": {"max_iters": 9}}
+    iteration, best = checkpoint.restore_training_state(loaded, tmp_path / "latest.pth", *restored)
+    assert (iteration, best) == (3, 0.25)
+    take_steps(*restored[:3], 2)
+    for name, tensor in objects[0].state_dict().items():
+        assert torch.equal(tensor, restored[0].state_dict()[name]), name
+    assert restored[2].last_epoch == objects[2].last_epoch == 5
+
+
+def test_restore_keeps_the_hyper_parameters_the_optimizer_was_built_with(tmp_path):
+    objects = make_objects(0, lr=0.1)
+    take_steps(*objects[:3], 2)
+    state = checkpoint.training_state(*objects, 2, 0.0, {})
+    restored = make_objects(0, lr=0.5)
+    checkpoint.restore_training_state(state, "x.pth", *restored)
+    assert restored[2].base_lrs == [0.5]
+    assert restored[1].param_groups[0]["initial_lr"] == 0.5
+    assert restored[1].state_dict()["state"][0]["momentum_buffer"] is not None
+
+
+def test_restore_into_another_model_names_the_file():
+    objects = make_objects(0)
+    state = checkpoint.training_state(*objects, 1, 0.0, {})
+    other = nn.Sequential(nn.Conv2d(2, 4, 3))
+    optimizer = torch.optim.SGD(other.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    with pytest.raises(CheckpointError, match="old.pth does not fit"):
+        checkpoint.restore_training_state(state, "old.pth", other, optimizer, scheduler, scaler)
+    with pytest.raises(CheckpointError, match="not a segls training checkpoint"):
+        checkpoint.restore_training_state({"model": {}}, "w.pth", *objects)
+
+
+def test_compiled_or_wrapped_models_save_plain_state_dicts():
+    model = nn.Linear(2, 2)
+
+    class Wrapper(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+
+    assert checkpoint.unwrap_model(Wrapper(model)) is model
+    objects = make_objects(0)
+    state = checkpoint.training_state(Wrapper(objects[0]), *objects[1:], 0, 0.0, {})
+    assert set(state["model"]) == set(objects[0].state_dict())

@@ -1,0 +1,446 @@
+"""Tests of the training loop: steps, schedule, evaluation, records, checkpoints, resume, CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segls import checkpoint, config, engine
+from segls.config import ScheduleConfig
+from segls.losses import LabelSmoothSoftmaxCE
+from segls.optim import build_optimizer, build_scheduler, poly_warmup_factor
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLASS_NAMES = ["back", "ring", "core"]
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_globals():
+    """train() sets process-wide torch flags; put them back for the tests that follow."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def write_dataset(root: Path, num_train: int = 4, num_val: int = 2, size: int = 32) -> Path:
+    """A folder-format dataset of 2-channel uint16 TIFFs with 3-class masks (row 0 ignored)."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", num_train), ("val", num_val)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        for index in range(count):
+            mask = np.zeros((size, size), np.uint8)
+            top, left = rng.integers(2, size // 2, 2)
+            mask[top : top + size // 2, left : left + size // 2] = 1
+            mask[top + 4 : top + size // 2 - 4, left + 4 : left + size // 2 - 4] = 2
+            mask[0, :] = 255
+            signal = mask.astype(np.int64) * 20000 + rng.integers(0, 4000, mask.shape)
+            noise = rng.integers(0, 65535, mask.shape)
+            image = np.stack([signal, noise], axis=-1).astype(np.uint16)
+            tifffile.imwrite(root / "images" / split / f"s{index}.tif", image)
+            Image.fromarray(mask).save(root / "masks" / split / f"s{index}.png")
+    return root
+
+
+def tiny_config(root: Path, **sections) -> config.Config:
+    """A config that trains a ~80k-parameter Unet on the tiny dataset in a few seconds."""
+    tree = {
+        "data": {
+            "root": str(root),
+            "in_channels": 2,
+            "mean": [0.2, 0.5],
+            "std": [0.2, 0.3],
+            "class_names": CLASS_NAMES,
+            "crop_size": [32, 32],
+            "scale_range": [1.0, 1.0],
+            "batch_size": 2,
+            "num_workers": 0,
+        },
+        "model": {
+            "arch": "Unet",
+            "encoder": "tu-test_resnet",
+            "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 8]},
+        },
+        "optimizer": {"lr": 0.01},
+        "schedule": {
+            "max_iters": 4,
+            "warmup_iters": 1,
+            "eval_interval": 2,
+            "checkpoint_interval": 2,
+            "log_interval": 1,
+        },
+        "runtime": {"device": "cpu", "num_threads": 1, "vis_samples": 2},
+    }
+    for section, values in sections.items():
+        tree[section] = {**tree.get(section, {}), **values}
+    return config.from_dict(tree)
+
+
+@pytest.fixture
+def dataset_root(tmp_path):
+    return write_dataset(tmp_path / "data")
+
+
+def test_criterion_takes_lb_pos_lb_neg_over_the_default_lb_smooth(tmp_path):
+    cfg = tiny_config(tmp_path, loss={"lb_pos": 0.9, "lb_neg": 0.05})
+    criterion = engine.build_criterion(cfg)
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 255])
+    target = torch.full((4, 3), 0.05).scatter_(1, torch.tensor([[0], [1], [2], [0]]), 0.9)
+    per_row = -(target * torch.log_softmax(logits, 1)).sum(1)
+    torch.testing.assert_close(criterion(logits, labels), per_row[:3].mean())
+
+
+# ---- schedule and optimizer -------------------------------------------------------------
+
+
+def test_poly_warmup_factor_matches_hand_computed_values():
+    sched = ScheduleConfig(max_iters=10, warmup_iters=0, power=1.0, min_lr=0.0)
+    assert [poly_warmup_factor(i, sched, 1.0) for i in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    sched = ScheduleConfig(max_iters=10, warmup_iters=0, power=2.0, min_lr=0.1)
+    # lr = (1 - 0.1) * (1 - 4/10)^2 + 0.1 = 0.9 * 0.36 + 0.1 = 0.424 for base_lr 1.
+    assert poly_warmup_factor(4, sched, 1.0) == pytest.approx(0.424)
+    assert poly_warmup_factor(10, sched, 1.0) == pytest.approx(0.1)
+    sched = ScheduleConfig(max_iters=100, warmup_iters=4, warmup_ratio=0.2, power=1.0)
+    # warm-up at step 2 of 4: 0.2 + 0.8 * 2/4 = 0.6, times poly 1 - 2/100 = 0.98.
+    assert poly_warmup_factor(2, sched, 1.0) == pytest.approx(0.6 * 0.98)
+    assert poly_warmup_factor(4, sched, 1.0) == pytest.approx(0.96)
+
+
+def test_scheduler_sets_the_lr_of_every_group_per_iteration():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    opt_cfg = config.OptimizerConfig(type="sgd", lr=0.5, weight_decay=0.01)
+    optimizer = build_optimizer(model, opt_cfg)
+    sched = ScheduleConfig(max_iters=8, warmup_iters=2, warmup_ratio=0.5, power=1.0)
+    scheduler = build_scheduler(optimizer, sched)
+    seen = []
+    for _ in range(4):
+        seen.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    expected = [0.5 * 0.5, 0.5 * 0.75 * (1 - 1 / 8), 0.5 * (1 - 2 / 8), 0.5 * (1 - 3 / 8)]
+    for lrs, lr in zip(seen, expected, strict=True):
+        assert lrs == pytest.approx([lr, lr])
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+def test_optimizer_leaves_biases_and_norm_parameters_undecayed(kind):
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.GroupNorm(2, 4), nn.Conv2d(4, 1, 1, bias=False))
+    optimizer = build_optimizer(model, config.OptimizerConfig(type=kind, weight_decay=0.05))
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert {id(p) for p in no_decay["params"]} == {
+        id(model[0].bias),
+        id(model[1].weight),
+        id(model[1].bias),
+    }
+    assert type(optimizer).__name__.lower() == kind
+
+
+# ---- one training step --------------------------------------------------------------------
+
+
+def test_fp16_overflow_skips_the_step_and_lowers_the_scale():
+    torch.manual_seed(0)
+    model = nn.Conv2d(2, 3, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    criterion = LabelSmoothSoftmaxCE(0.1)
+    images, labels = torch.randn(2, 2, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    # A scale of 2**100 turns every float16 gradient into inf, so the scaler must skip.
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
+    step = engine.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
+    assert step["skipped"] is True
+    assert scaler.get_scale() == 2.0**99
+    for param, old in zip(model.parameters(), before, strict=True):
+        assert torch.equal(param, old)
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    step = engine.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
+    assert step["skipped"] is False
+    assert not torch.equal(model.weight, before[0])
+
+
+def test_grad_clip_bounds_the_gradient_norm():
+    torch.manual_seed(0)
+    model = nn.Conv2d(2, 3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    criterion = LabelSmoothSoftmaxCE(0.0)
+    images, labels = 50 * torch.randn(2, 2, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    step = engine.train_one_iter(model, criterion, images, labels, optimizer, scaler, None, 0.01)
+    clipped_norm = torch.linalg.vector_norm(
+        torch.stack([p.grad.norm() for p in model.parameters()])
+    )
+    assert step["grad_norm"] > 0.01
+    assert clipped_norm == pytest.approx(0.01, rel=1e-4)
+
+
+# ---- evaluation -------------------------------------------------------------------------
+
+
+class OracleModel(nn.Module):
+    """Logits that are the one-hot of a fixed label map (the input's channel 0 holds it)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.encoder = nn.Module()
+        self.encoder.output_stride = 8
+        self.scale = nn.Parameter(torch.tensor(4.0))
+
+    def forward(self, images):
+        assert images.shape[-1] % 8 == 0 and images.shape[-2] % 8 == 0
+        classes = images[:, 0].round().long().clamp(0, self.num_classes - 1)
+        return self.scale * F.one_hot(classes, self.num_classes).permute(0, 3, 1, 2).float()
+
+
+def test_evaluate_scores_and_loss_against_torch_cross_entropy():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (3, 13, 21), generator=generator)
+    labels[:, :2] = 255
+    predictions = labels.clamp(max=2).clone()
+    predictions[0, 5:9] = 1  # some mistakes
+    images = torch.stack([predictions.float(), torch.zeros_like(predictions.float())], dim=1)
+    loader = DataLoader(list(zip(images, labels, strict=True)), batch_size=2)
+    model = OracleModel(3)
+    criterion = LabelSmoothSoftmaxCE(0.1, ignore_index=255)
+    scores = engine.evaluate(model, loader, 3, 255, torch.device("cpu"), "off", criterion)
+
+    valid = labels != 255
+    cm = np.zeros((3, 3), np.int64)
+    np.add.at(cm, (labels[valid].numpy(), predictions[valid].numpy()), 1)
+    iou = np.diag(cm) / (cm.sum(0) + cm.sum(1) - np.diag(cm))
+    assert scores["mIoU"] == pytest.approx(iou.mean())
+    assert scores["aAcc"] == pytest.approx(np.trace(cm) / cm.sum())
+    logits = 4.0 * F.one_hot(predictions, 3).permute(0, 3, 1, 2).float()
+    expected = F.cross_entropy(logits, labels, ignore_index=255, label_smoothing=0.1)
+    assert scores["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert not model.training
+
+
+def test_evaluate_without_criterion_reports_nan_loss_and_accepts_bf16():
+    labels = torch.randint(0, 2, (1, 8, 8))
+    loader = DataLoader([(labels[0, None].float(), labels[0])], batch_size=1)
+    scores = engine.evaluate(OracleModel(2), loader, 2, 255, torch.device("cpu"), "bf16")
+    assert math.isnan(scores["loss"])
+    assert scores["mIoU"] == pytest.approx(1.0)
+
+
+# ---- whole runs ---------------------------------------------------------------------------
+
+
+def read_events(work_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(str(work_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def read_metrics(work_dir: Path) -> list[dict]:
+    lines = (work_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_train_writes_records_and_checkpoints_then_resumes(dataset_root, tmp_path, capsys):
+    cfg = tiny_config(dataset_root)
+    work_dir = tmp_path / "run"
+    scores = engine.train(cfg, work_dir)
+    assert {"aAcc", "mIoU", "mAcc", "mDice", "IoU", "loss"} <= scores.keys()
+    assert config.load(work_dir / "config.yaml") == cfg
+
+    rows = read_metrics(work_dir)
+    assert [row["iter"] for row in rows] == [2, 4]
+    assert rows[-1]["mIoU"] == pytest.approx(scores["mIoU"])
+    assert rows[-1]["class_names"] == CLASS_NAMES
+    assert {"loss", "aAcc", "mIoU", "mAcc", "mDice", "IoU", "Acc", "Dice"} <= rows[0].keys()
+
+    latest = checkpoint.load(work_dir / "latest.pth")
+    best = checkpoint.load(work_dir / "best.pth")
+    assert latest["iter"] == 4
+    assert best["best_miou"] == pytest.approx(max(row["mIoU"] for row in rows))
+    assert best["iter"] == max(rows, key=lambda row: row["mIoU"])["iter"]
+    assert latest["config"] == config.to_dict(cfg)
+
+    events = read_events(work_dir)
+    scalar_tags = set(events.Tags()["scalars"])
+    expected_tags = {"train/loss", "train/lr", "train/images_per_s", "val/loss", "val/mIoU"}
+    expected_tags |= {"val/mAcc", "val/aAcc", "val/mDice"}
+    assert expected_tags <= scalar_tags
+    assert any(tag.startswith("val/IoU/") for tag in scalar_tags)
+    assert {f"val/IoU/{name}" for name in CLASS_NAMES} >= {
+        tag for tag in scalar_tags if tag.startswith("val/IoU/")
+    }
+    assert {"val/sample_0", "val/sample_1"} <= set(events.Tags()["images"])
+    image = events.Images("val/sample_0")[-1]
+    assert image.height == 32 and image.width == 3 * 32 + 2 * 4
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    lrs = [event.value for event in events.Scalars("train/lr")]
+    assert lrs[0] == pytest.approx(0.01 * 0.1)  # warm-up starts at warmup_ratio * lr
+
+    log = (work_dir / "train.log").read_text()
+    assert "iter 4/4" in log and "mIoU" in log and "ring" in log
+    assert "best mIoU" in capsys.readouterr().out
+
+    longer = tiny_config(dataset_root, schedule={"max_iters": 6})
+    engine.train(longer, work_dir, resume=True)
+    assert "resumed from" in (work_dir / "train.log").read_text()
+    assert checkpoint.load(work_dir / "latest.pth")["iter"] == 6
+    assert [row["iter"] for row in read_metrics(work_dir)] == [2, 4, 6]
+    events = read_events(work_dir)
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [event.step for event in events.Scalars("val/mIoU")] == [2, 4, 6]
+    # The resumed run follows its own schedule (max_iters 6): lr = 0.01 * (1 - 4/6) ** 0.9.
+    lr_at_5 = [event.value for event in events.Scalars("train/lr")][4]
+    assert lr_at_5 == pytest.approx(0.01 * (1 - 4 / 6) ** 0.9, rel=1e-6)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(dataset_root, tmp_path, monkeypatch):
+    augmenting = {
+        "crop_size": [24, 24],
+        "scale_range": [0.75, 1.25],
+        "hflip": 0.5,
+        "vflip": 0.5,
+        "photometric": 0.5,
+    }
+    cfg = tiny_config(
+        dataset_root,
+        data=augmenting,
+        schedule={"max_iters": 6, "eval_interval": 3, "checkpoint_interval": 3},
+        runtime={"deterministic": True, "vis_samples": 0},
+    )
+    engine.train(cfg, tmp_path / "straight")
+
+    calls = []
+    real_step = engine.train_one_iter
+
+    def step_then_crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # iteration 4: after the checkpoint at 3, mid-epoch (2 per epoch)
+            raise Interrupted
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_iter", step_then_crash)
+    with pytest.raises(Interrupted):
+        engine.train(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(engine, "train_one_iter", real_step)
+    halfway = checkpoint.load(tmp_path / "resumed" / "latest.pth")
+    assert halfway["iter"] == 3
+    engine.train(cfg, tmp_path / "resumed", resume=True)
+
+    straight = checkpoint.load(tmp_path / "straight" / "latest.pth")
+    resumed = checkpoint.load(tmp_path / "resumed" / "latest.pth")
+    assert straight["iter"] == resumed["iter"] == 6
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    assert read_metrics(tmp_path / "straight") == read_metrics(tmp_path / "resumed")
+    # The second half did change the weights, so equality above is not trivially true.
+    changed = [
+        name for name, t in halfway["model"].items() if not torch.equal(t, resumed["model"][name])
+    ]
+    assert changed
+
+
+def test_resume_without_a_checkpoint_names_the_missing_file(dataset_root, tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="latest.pth"):
+        engine.train(tiny_config(dataset_root), tmp_path / "empty", resume=True)
+
+
+def test_resume_from_a_corrupt_checkpoint_names_it_and_keeps_the_records(dataset_root, tmp_path):
+    work_dir = tmp_path / "run"
+    work_dir.mkdir()
+    (work_dir / "latest.pth").write_bytes(b"PK\x03\x04 half a zip")
+    (work_dir / "metrics.jsonl").write_text('{"iter": 2, "mIoU": 0.5}\n')
+    with pytest.raises(checkpoint.CheckpointError, match="latest.pth.*corrupt"):
+        engine.train(tiny_config(dataset_root), work_dir, resume=True)
+    assert (work_dir / "metrics.jsonl").read_text() == '{"iter": 2, "mIoU": 0.5}\n'
+
+
+def test_fp16_on_cpu_is_refused_with_advice(dataset_root, tmp_path):
+    cfg = tiny_config(dataset_root, runtime={"amp": "fp16"})
+    with pytest.raises(config.ConfigError, match="bf16"):
+        engine.train(cfg, tmp_path / "run")
+
+
+# ---- the command line ------------------------------------------------------------------
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("train_cli", REPO_ROOT / "tools" / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli
+
+
+def test_cli_trains_with_overrides_into_the_default_work_dir(dataset_root, tmp_path, monkeypatch):
+    config_path = tmp_path / "tiny_unet.yaml"
+    config.dump(tiny_config(dataset_root), config_path)
+    monkeypatch.chdir(tmp_path)
+    cli = load_cli()
+    scores = cli.main([str(config_path), "schedule.max_iters=2", "runtime.vis_samples=0"])
+    work_dir = tmp_path / "work_dirs" / "tiny_unet"
+    assert checkpoint.load(work_dir / "latest.pth")["iter"] == 2
+    assert config.load(work_dir / "config.yaml").schedule.max_iters == 2
+    assert scores["mIoU"] == pytest.approx(read_metrics(work_dir)[-1]["mIoU"])
+
+    cli.main([str(config_path), "--resume", "schedule.max_iters=3", "runtime.vis_samples=0"])
+    assert checkpoint.load(work_dir / "latest.pth")["iter"] == 3
+
+
+def test_cli_resume_argument_forms(tmp_path):
+    cli = load_cli()
+    args = cli.parse_args(["c.yaml", "--resume"])
+    assert args.resume is True and args.overrides == []
+    checkpoint_path = tmp_path / "x.pth"
+    args = cli.parse_args(["c.yaml", "a.b=1", "--resume", str(checkpoint_path)])
+    assert args.resume == str(checkpoint_path) and args.overrides == ["a.b=1"]
+    args = cli.parse_args(["c.yaml", "--resume", "a.b=1", "c.d=2"])
+    assert args.resume is True and args.overrides == ["a.b=1", "c.d=2"]
+
+
+def test_bf16_channels_last_sgd_with_clipping_trains(dataset_root, tmp_path):
+    cfg = tiny_config(
+        dataset_root,
+        optimizer={"type": "sgd", "grad_clip": 1.0},
+        schedule={"max_iters": 2},
+        runtime={"amp": "bf16", "channels_last": True, "vis_samples": 1},
+    )
+    scores = engine.train(cfg, tmp_path / "run")
+    assert 0.0 <= scores["mIoU"] <= 1.0 and math.isfinite(scores["loss"])
+    events = read_events(tmp_path / "run")
+    assert "train/grad_norm" in events.Tags()["scalars"]
+    assert "train/grad_scale" not in events.Tags()["scalars"]  # no scaler without fp16
+
+
+def test_the_bundled_sample_is_prepared_on_first_use(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prepared = []
+
+    def fake_ensure_sample(root):
+        prepared.append(Path(root))
+        return write_dataset(Path(root))
+
+    monkeypatch.setattr(engine.sample_data, "ensure_sample", fake_ensure_sample)
+    cfg = tiny_config(Path("data/scratch_assay"), schedule={"max_iters": 1})
+    engine.train(cfg, tmp_path / "run")
+    assert prepared == [Path("data/scratch_assay")]
+    assert "preparing the bundled sample" in (tmp_path / "run" / "train.log").read_text()
