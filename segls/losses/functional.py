@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
+from functools import cache
 
 import torch
 
@@ -22,6 +24,7 @@ def label_smooth_softmax_ce(
     weight: torch.Tensor | Sequence[float] | None = None,
     check_labels: bool = True,
     backend: str = "auto",
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Label-smoothing softmax cross-entropy over dim 1 of (N, C, d1, ..., dk) logits.
 
@@ -32,6 +35,16 @@ def label_smooth_softmax_ce(
     their label-class weights) and returns 0 with a zero gradient when there is none, where
     PyTorch returns NaN. The loss is float32 (float64 for float64 logits); the gradient has the
     logits' dtype. ``check_labels`` costs one min/max reduction (a host sync on GPU).
+
+    ``backend='auto'`` takes the fused Triton kernel for CUDA logits when triton is installed
+    (not float64, not under torch.compile), else torch. On the Triton backend
+    ``check_labels=True`` costs one host sync (reading the kernel's bad-label flag); with
+    ``check_labels=False`` nothing syncs and labels outside [0, C) count as ignored, never a
+    device-side assert. ``inplace=True`` (Triton only; torch ignores it) writes the gradient into
+    the logits' memory instead of a new buffer: their values are gone after the forward (also
+    when ``check_labels`` then raises), so use it only when nothing else needs the logits (the
+    write is visible to autograd: a graph node that saved them raises at backward). float64
+    logits always take the torch backend.
     """
     check_inputs(logits, labels)
     num_classes = logits.shape[1]
@@ -43,10 +56,31 @@ def label_smooth_softmax_ce(
     weight = check_weight(weight, num_classes)
     if weight is not None:
         weight = weight.to(logits.device)
-    if backend == "triton":
-        raise NotImplementedError(
-            "the Triton backend is not available in this build; use backend='torch' or 'auto'"
+    if backend == "auto":
+        use_triton = logits.is_cuda and _triton_installed() and not torch.compiler.is_compiling()
+        backend = "triton" if use_triton and logits.dtype != torch.float64 else "torch"
+    if backend == "triton" and logits.dtype != torch.float64:
+        if not _triton_installed():
+            raise ImportError("backend='triton' needs the triton package: pip install triton")
+        from segls.losses import _triton
+
+        return _triton.label_smooth_ce(
+            logits,
+            labels,
+            lb_pos,
+            lb_neg,
+            weight,
+            int(ignore_index),
+            reduction,
+            check_labels,
+            inplace,
         )
     return _torch.LabelSmoothCEFunction.apply(
         logits, labels, lb_pos, lb_neg, weight, int(ignore_index), reduction, check_labels
     )
+
+
+@cache
+def _triton_installed() -> bool:
+    """Whether triton can be imported, found without importing it."""
+    return importlib.util.find_spec("triton") is not None

@@ -14,8 +14,9 @@ from segls.losses.functional import label_smooth_softmax_ce
 class LabelSmoothSoftmaxCE(nn.Module):
     """Per-pixel label-smoothing softmax cross-entropy with an ignore label.
 
-    See :func:`segls.losses.label_smooth_softmax_ce` for the parameters. Arguments are checked
-    here, at construction, so a bad config fails before the first batch.
+    See :func:`segls.losses.label_smooth_softmax_ce` for the parameters (``inplace=True``, Triton
+    only, overwrites the logits with the gradient). Arguments are checked here, at construction,
+    so a bad config fails before the first batch.
     """
 
     def __init__(
@@ -29,6 +30,7 @@ class LabelSmoothSoftmaxCE(nn.Module):
         weight: torch.Tensor | Sequence[float] | None = None,
         check_labels: bool = True,
         backend: str = "auto",
+        inplace: bool = False,
     ) -> None:
         super().__init__()
         if reduction not in REDUCTIONS:
@@ -44,6 +46,7 @@ class LabelSmoothSoftmaxCE(nn.Module):
         self.reduction = reduction
         self.check_labels = check_labels
         self.backend = backend
+        self.inplace = inplace
         self.register_buffer("weight", check_weight(weight, num_classes), persistent=False)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -59,6 +62,7 @@ class LabelSmoothSoftmaxCE(nn.Module):
             weight=self.weight,
             check_labels=self.check_labels,
             backend=self.backend,
+            inplace=self.inplace,
         )
 
     def extra_repr(self) -> str:
