@@ -1,0 +1,389 @@
+"""Training-throughput benchmark: images/s and peak memory of a training step, per variant.
+
+A variant combines the switches that change speed, not the maths: precision (fp32, fp16,
+bf16), channels_last, torch.compile and the loss backend (torch, triton). Each variant trains
+a fresh model (same seed) on one random batch of the config's crop and batch size through
+`segls.engine.train_one_iter`, as training does; no dataset is needed. Variants the device
+cannot run are reported as skipped, never measured.
+
+Peak memory on CUDA is ``max_memory_allocated`` over the timed steps (weights, optimizer
+state, activations). On the CPU it is the rise of the peak resident set (VmHWM, reset through
+/proc/self/clear_refs) over the resident set before the timed steps: a step's activations,
+gradients and temporaries; None ("n/a") where /proc cannot do this.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import datetime
+import gc
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from segls import __version__, runtime
+from segls.config import Config, ConfigError
+from segls.engine import build_criterion, train_one_iter
+from segls.models import build_model
+from segls.optim import build_optimizer, build_scheduler
+
+__all__ = [
+    "IGNORE_FRACTION",
+    "Variant",
+    "all_variants",
+    "benchmark",
+    "default_variants",
+    "environment",
+    "format_report",
+    "parse_variant",
+    "random_batch",
+    "resolve_variants",
+    "run_variant",
+    "skip_reason",
+    "write_json",
+]
+
+IGNORE_FRACTION = 0.05
+_AMP_NAMES = {"off": "fp32", "fp16": "fp16", "bf16": "bf16"}
+_TOKENS = {
+    "fp32": ("amp", "off"),
+    "off": ("amp", "off"),
+    "fp16": ("amp", "fp16"),
+    "bf16": ("amp", "bf16"),
+    "channels_last": ("channels_last", True),
+    "cl": ("channels_last", True),
+    "compile": ("compile", True),
+    "triton": ("loss_backend", "triton"),
+    "torch": ("loss_backend", "torch"),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One combination of the speed switches of a training step."""
+
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
+    loss_backend: str = "torch"
+
+    @property
+    def name(self) -> str:
+        """The spec `parse_variant` reads back, e.g. ``bf16+channels_last+compile+triton``."""
+        parts = [_AMP_NAMES[self.amp]]
+        parts += ["channels_last"] if self.channels_last else []
+        parts += ["compile"] if self.compile else []
+        parts += ["triton"] if self.loss_backend == "triton" else []
+        return "+".join(parts)
+
+
+def parse_variant(spec: str) -> Variant:
+    """A Variant from ``+``-joined tokens: fp32|fp16|bf16, channels_last, compile, torch|triton."""
+    fields: dict = {}
+    for token in spec.lower().split("+"):
+        if token not in _TOKENS:
+            raise ValueError(
+                f"variant {spec!r}: unknown part {token!r}; join parts from "
+                f"{', '.join(_TOKENS)} with '+', e.g. bf16+channels_last+triton"
+            )
+        key, value = _TOKENS[token]
+        if key in fields and fields[key] != value:
+            raise ValueError(f"variant {spec!r} sets {key} twice; give one value")
+        fields[key] = value
+    return Variant(**fields)
+
+
+def all_variants() -> list[Variant]:
+    """The full cartesian product of the switches (24 variants)."""
+    grid = itertools.product(("off", "fp16", "bf16"), (False, True), (False, True))
+    return [
+        Variant(amp, channels_last, compiled, backend)
+        for amp, channels_last, compiled in grid
+        for backend in ("torch", "triton")
+    ]
+
+
+def default_variants(device: torch.device) -> list[Variant]:
+    """A readable grid: what each switch buys on `device`, the fp32 baseline first.
+
+    On CUDA each precision step is shown with both loss backends. On the CPU the grid is the
+    switches that run there, plus one fp16 and one triton row that show as skipped.
+    """
+    if device.type == "cuda":
+        specs = ["fp32", "fp16", "bf16", "bf16+channels_last", "bf16+channels_last+compile"]
+        return [parse_variant(f"{spec}+{loss}") for spec in specs for loss in ("torch", "triton")]
+    specs = ["fp32", "fp32+channels_last", "bf16", "bf16+channels_last"]
+    specs += ["bf16+channels_last+compile", "fp16", "fp32+triton"]
+    return [parse_variant(spec) for spec in specs]
+
+
+def resolve_variants(specs: list[str] | None, device: torch.device) -> list[Variant]:
+    """Variants from command-line specs: None or ["default"], ["all"], or `parse_variant` specs."""
+    if not specs or specs == ["default"]:
+        return default_variants(device)
+    if specs == ["all"]:
+        return all_variants()
+    return [parse_variant(spec) for spec in specs]
+
+
+def skip_reason(variant: Variant, device: torch.device, allow_compile: bool) -> str | None:
+    """Why `variant` cannot (or should not) run on `device`, or None when it runs."""
+    if device.type != "cuda" and (variant.amp == "fp16" or variant.loss_backend == "triton"):
+        return "needs CUDA"
+    if variant.loss_backend == "triton" and importlib.util.find_spec("triton") is None:
+        return "needs triton installed"
+    if variant.compile and not allow_compile:
+        slow = "compiling on the CPU is slow; " if device.type == "cpu" else ""
+        return f"{slow}pass --compile"
+    try:
+        runtime.amp_dtype(variant.amp, device)
+    except ConfigError as error:
+        return str(error).split(";")[0]
+    return None
+
+
+def random_batch(
+    cfg: Config, device: torch.device, memory_format: torch.memory_format = torch.preserve_format
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normal images N×C_in×H×W and labels in [0, num_classes) with ~5 % ignore_index."""
+    data = cfg.data
+    height, width = data.crop_size
+    generator = torch.Generator().manual_seed(cfg.runtime.seed)
+    images = torch.randn(data.batch_size, data.in_channels, height, width, generator=generator)
+    labels = torch.randint(
+        0, data.num_classes, (data.batch_size, height, width), generator=generator
+    )
+    ignored = torch.rand(labels.shape, generator=generator) < IGNORE_FRACTION
+    labels[ignored] = data.ignore_index
+    return images.to(device, memory_format=memory_format), labels.to(device)
+
+
+def _release_freed_memory(device: torch.device) -> None:
+    """Return freed memory so the next variant's peak is not hidden in the previous one's."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc keeps freed heap pages resident otherwise
+    except (OSError, AttributeError):
+        pass
+
+
+def _resident_kib() -> tuple[int, int] | None:
+    """(VmRSS, VmHWM) of this process in KiB, or None without /proc."""
+    try:
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _reset_peak(device: torch.device) -> int | None:
+    """Start a peak-memory window; returns the CPU resident set in KiB (None if unavailable)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return 0
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return None
+    resident = _resident_kib()
+    return None if resident is None else resident[0]
+
+
+def _peak_mib(device: torch.device, start_kib: int | None) -> float | None:
+    """Peak memory of the window opened by `_reset_peak`, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    resident = _resident_kib()
+    if start_kib is None or resident is None:
+        return None
+    return max(resident[1] - start_kib, 0) / 1024
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_variant(
+    cfg: Config, variant: Variant, device: torch.device, iters: int, warmup: int
+) -> dict:
+    """Train a fresh model for `warmup` + `iters` steps; measure the last `iters`."""
+    cfg = copy.deepcopy(cfg)
+    cfg.loss.backend = variant.loss_backend
+    amp_dtype = runtime.amp_dtype(variant.amp, device)
+    memory_format = torch.channels_last if variant.channels_last else torch.preserve_format
+    runtime.seed_everything(cfg.runtime.seed)
+    if variant.compile:
+        torch.compiler.reset()
+    model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+    model = model.to(device, memory_format=memory_format)
+    train_model = torch.compile(model) if variant.compile else model
+    criterion = build_criterion(cfg).to(device)
+    optimizer = build_optimizer(model, cfg.optimizer)
+    scheduler = build_scheduler(optimizer, cfg.schedule)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+    images, labels = random_batch(cfg, device, memory_format)
+
+    def step() -> dict:
+        result = train_one_iter(
+            train_model, criterion, images, labels, optimizer, scaler, amp_dtype,
+            cfg.optimizer.grad_clip,
+        )  # fmt: skip
+        scheduler.step()
+        return result
+
+    warmup_start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    _synchronize(device)
+    warmup_seconds = time.perf_counter() - warmup_start
+    _release_freed_memory(device)
+    start_kib = _reset_peak(device)
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        result = step()
+    _synchronize(device)
+    seconds = time.perf_counter() - start
+    return {
+        "images_per_s": iters * cfg.data.batch_size / seconds,
+        "seconds": seconds,
+        "warmup_seconds": warmup_seconds,
+        "peak_mib": _peak_mib(device, start_kib),
+        "loss": float(result["loss"]),
+    }
+
+
+def benchmark(
+    cfg: Config,
+    variants: list[Variant] | None = None,
+    iters: int = 20,
+    warmup: int = 5,
+    allow_compile: bool | None = None,
+) -> list[dict]:
+    """One row per variant: its switches, ``status`` ("ok", "skipped (...)", "failed: ...")
+    and, when measured, images/s, speed-up over the first measured row, peak MiB and loss.
+
+    Threads, determinism and device come from ``cfg.runtime`` (`segls.runtime.configure`).
+    `allow_compile` None means compile on CUDA only (compiling on the CPU is slow).
+    """
+    if iters < 1 or warmup < 0:
+        raise ValueError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    device = runtime.configure(cfg.runtime)
+    variants = default_variants(device) if variants is None else variants
+    allow_compile = device.type == "cuda" if allow_compile is None else allow_compile
+    rows, baseline = [], None
+    for variant in variants:
+        row = {"variant": variant.name, **vars(variant), "iters": iters, "warmup": warmup}
+        reason = skip_reason(variant, device, allow_compile)
+        if reason is not None:
+            rows.append({**row, "status": f"skipped ({reason})"})
+            continue
+        try:
+            measured = run_variant(cfg, variant, device, iters, warmup)
+        except Exception as error:  # one variant failing (OOM, no compiler) must not end the run
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            rows.append({**row, "status": f"failed: {type(error).__name__}: {first_line}"})
+            continue
+        finally:
+            _release_freed_memory(device)
+        baseline = baseline or measured["images_per_s"]
+        speedup = measured["images_per_s"] / baseline
+        rows.append({**row, "status": "ok", **measured, "speedup": speedup})
+    return rows
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({device})"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [
+                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
+            ]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    return f"CPU: {model} (torch threads: {torch.get_num_threads()})"
+
+
+def environment(
+    cfg: Config, config_path: str, device: torch.device, iters: int, warmup: int
+) -> dict:
+    """What a reader needs to compare two benchmark tables: device, versions, shapes, date."""
+    cpu_memory = "rise of peak RSS (VmHWM) over the RSS before the timed iterations"
+    return {
+        "device": _device_name(device),
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "segmentation_models_pytorch": _version("segmentation-models-pytorch"),
+        "segls": __version__,
+        "config": str(config_path),
+        "model": f"{cfg.model.arch}/{cfg.model.encoder}",
+        "crop": list(cfg.data.crop_size),
+        "batch": cfg.data.batch_size,
+        "in_channels": cfg.data.in_channels,
+        "num_classes": cfg.data.num_classes,
+        "iters": iters,
+        "warmup": warmup,
+        "peak_memory": "max_memory_allocated" if device.type == "cuda" else cpu_memory,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def format_report(env: dict, rows: list[dict]) -> str:
+    """A header from `env` (see `environment`) and a Markdown table of `rows`."""
+    height, width = env["crop"]
+    measured = [row["variant"] for row in rows if row["status"] == "ok"]
+    baseline = measured[0] if measured else "none measured"
+    lines = [
+        f"device: {env['device']}",
+        f"torch {env['torch']}, triton {env['triton']}, "
+        f"smp {env['segmentation_models_pytorch']}, segls {env['segls']}",
+        f"config: {env['config']} ({env['model']}), crop {height}x{width}, batch {env['batch']}, "
+        f"{env['in_channels']} channels, {env['num_classes']} classes, random input",
+        f"{env['iters']} timed iterations after {env['warmup']} warm-up; baseline {baseline}; "
+        f"peak memory: {env['peak_memory']}; {env['date']}",
+        "",
+        "| variant | images/s | speed-up vs baseline | peak memory MiB "
+        f"| loss after {env['warmup'] + env['iters']} iters |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row["status"] != "ok":
+            lines.append(f"| {row['variant']} | {row['status']} | | | |")
+            continue
+        peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}"
+        lines.append(
+            f"| {row['variant']} | {row['images_per_s']:.1f} | {row['speedup']:.2f}x | "
+            f"{peak} | {row['loss']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: str | os.PathLike, env: dict, rows: list[dict]) -> None:
+    """Write ``{"environment": env, "rows": rows}`` as JSON to `path`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
