@@ -12,7 +12,7 @@ from PIL import Image
 
 from segls.config import DataConfig
 from segls.data.io import DataError, read_image, read_mask, to_channels_last
-from segls.data.transforms import build_transform
+from segls.data.transforms import build_transform, jitter_brightness_contrast
 
 IGNORE = 255
 
@@ -252,3 +252,18 @@ def test_validation_accepts_an_image_without_label():
     out_image, out_label = build_transform(cfg, train=False)(image, None)
     assert out_label is None and out_image.shape == (1, 7, 3)
     np.testing.assert_allclose(out_image[0].numpy(), image[..., 0] / 255.0, rtol=1e-6)
+
+
+def test_photometric_jitter_is_relative_to_each_channels_own_spread():
+    rng = np.random.default_rng(0)
+    # two channels like the bundled 16-bit sample: narrow spreads at very different levels
+    image = np.stack(
+        [rng.normal(0.01, 0.003, (64, 64)), rng.normal(0.125, 0.004, (64, 64))], axis=-1
+    ).astype(np.float32)
+    for seed in range(20):
+        out = jitter_brightness_contrast(image.copy(), np.random.default_rng(seed))
+        for c in range(2):
+            mean, std = image[..., c].mean(), image[..., c].std()
+            # offset at most 0.5 std, spread changed by at most 30 % (hand-derived bounds)
+            assert abs(out[..., c].mean() - mean) <= 0.5 * std + 1e-6
+            assert 0.7 * std - 1e-6 <= out[..., c].std() <= 1.3 * std + 1e-6
