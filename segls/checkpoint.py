@@ -102,9 +102,13 @@ def training_state(
     iteration: int,
     best_miou: float,
     config: dict,
+    ema: nn.Module | None = None,
 ) -> dict:
-    """Everything needed to continue a run exactly where it stopped (see the module docstring)."""
-    return {
+    """Everything needed to continue a run exactly where it stopped (see the module docstring).
+
+    With weight averaging, ``ema`` holds the averaged model's state (the weights evaluated).
+    """
+    state = {
         "format": FORMAT_VERSION,
         "model": unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -115,6 +119,9 @@ def training_state(
         "rng": runtime.get_rng_state(),
         "config": config,
     }
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    return state
 
 
 def check_training_state(state: dict, path: str | os.PathLike) -> int:

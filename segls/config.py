@@ -142,6 +142,7 @@ class OptimizerConfig:
     momentum: float = 0.9
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float | None = None
+    ema_decay: float | None = None
 
 
 @dataclass
@@ -238,6 +239,8 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "optimizer.betas", betas_ok, "give [beta1, beta2], each in [0, 1)"
     clip_ok = opt.grad_clip is None or opt.grad_clip > 0
     yield "optimizer.grad_clip", clip_ok, "use a max norm > 0, or null for no clipping"
+    ema_ok = opt.ema_decay is None or 0 < opt.ema_decay < 1
+    yield "optimizer.ema_decay", ema_ok, "use a decay in (0, 1), e.g. 0.99, or null for no EMA"
     warmup_ok = 0 <= sched.warmup_iters <= sched.max_iters
     yield "schedule.warmup_iters", warmup_ok, f"use 0 up to schedule.max_iters = {sched.max_iters}"
     yield "schedule.min_lr", 0 <= sched.min_lr <= opt.lr, f"use 0 up to optimizer.lr = {opt.lr}"

@@ -30,7 +30,7 @@ from segls.logger import RunLogger, TrainWindow, progress
 from segls.losses import LabelSmoothSoftmaxCE
 from segls.metrics import SegMetrics, format_table
 from segls.models import build_model, forward_padded
-from segls.optim import build_optimizer, build_scheduler
+from segls.optim import build_ema, build_optimizer, build_scheduler
 from segls.visualize import panel
 
 __all__ = [
@@ -289,6 +289,10 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
             ):
                 group["lr"] = base_lr * factor(start_iter)
             logger.info(f"resumed from {resume_path} at iter {start_iter}")
+        ema = build_ema(model, cfg.optimizer.ema_decay)
+        if ema is not None and resume_path is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        eval_model = model if ema is None else ema.module
         batches = InfiniteLoader(train_loader, cfg.runtime.seed, start_iter)
         if resume_path is not None:
             runtime.set_rng_state(state["rng"])
@@ -314,6 +318,8 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
                 cfg.optimizer.grad_clip,
             )  # fmt: skip
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             window.add(step["loss"], images.shape[0], step["skipped"])
             bar.update(1)
             is_last = iteration == sched.max_iters
@@ -328,7 +334,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
             if iteration % sched.eval_interval == 0 or is_last:
                 eval_start = time.perf_counter()
                 scores = _evaluate_and_record(
-                    model, val_loader, cfg, device, amp_dtype, criterion, logger, iteration
+                    eval_model, val_loader, cfg, device, amp_dtype, criterion, logger, iteration
                 )
                 window.start += time.perf_counter() - eval_start  # throughput of training only
                 if scores["mIoU"] > best_miou:
@@ -338,7 +344,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
                 to_save.append(work_dir / "latest.pth")
             if to_save:
                 state = checkpoint.training_state(
-                    model, optimizer, scheduler, scaler, iteration, best_miou, config_dict
+                    model, optimizer, scheduler, scaler, iteration, best_miou, config_dict, ema
                 )
                 for path in to_save:
                     checkpoint.save_atomic(state, path)
@@ -346,7 +352,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
         bar.close()
         if scores is None:
             scores = _evaluate_and_record(
-                model, val_loader, cfg, device, amp_dtype, criterion, logger, start_iter,
+                eval_model, val_loader, cfg, device, amp_dtype, criterion, logger, start_iter,
                 record=False,
             )  # fmt: skip
         best = f"{100 * best_miou:.2f}" if math.isfinite(best_miou) else "-"

@@ -7,7 +7,7 @@ from torch import nn
 
 from segls.config import OptimizerConfig, ScheduleConfig
 
-__all__ = ["build_optimizer", "build_scheduler", "poly_warmup_factor"]
+__all__ = ["build_ema", "build_optimizer", "build_scheduler", "poly_warmup_factor"]
 
 
 def build_optimizer(model: nn.Module, opt_cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -55,4 +55,20 @@ def build_scheduler(
     base_lr = optimizer.param_groups[0]["lr"]
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda iteration: poly_warmup_factor(iteration, sched_cfg, base_lr)
+    )
+
+
+def build_ema(model: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of `model`'s weights and buffers, or None without a decay.
+
+    Call ``ema.update_parameters(model)`` after each optimizer step; ``ema.module`` is the
+    averaged network. Buffers (batch-norm statistics) are averaged too, so the average can be
+    evaluated as it is.
+    """
+    if decay is None:
+        return None
+    return torch.optim.swa_utils.AveragedModel(
+        model,
+        multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay),
+        use_buffers=True,
     )

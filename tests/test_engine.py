@@ -19,8 +19,10 @@ from torch.utils.data import DataLoader
 
 from segls import checkpoint, config, engine
 from segls.config import ScheduleConfig
+from segls.data import build_dataset
 from segls.losses import LabelSmoothSoftmaxCE
-from segls.optim import build_optimizer, build_scheduler, poly_warmup_factor
+from segls.models import build_model
+from segls.optim import build_ema, build_optimizer, build_scheduler, poly_warmup_factor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["back", "ring", "core"]
@@ -104,6 +106,35 @@ def test_criterion_takes_lb_pos_lb_neg_over_the_default_lb_smooth(tmp_path):
     target = torch.full((4, 3), 0.05).scatter_(1, torch.tensor([[0], [1], [2], [0]]), 0.9)
     per_row = -(target * torch.log_softmax(logits, 1)).sum(1)
     torch.testing.assert_close(criterion(logits, labels), per_row[:3].mean())
+
+
+def test_ema_follows_the_hand_written_recurrence_and_is_what_training_evaluates(tmp_path):
+    assert build_ema(nn.Linear(2, 1), None) is None
+    model = nn.Linear(2, 1)
+    ema = build_ema(model, 0.9)
+    expected = model.weight.detach().clone()  # the first update copies the weights
+    ema.update_parameters(model)
+    for step in range(3):
+        with torch.no_grad():
+            model.weight.add_(1.0 + step)
+        ema.update_parameters(model)
+        expected = 0.9 * expected + 0.1 * model.weight.detach()
+    torch.testing.assert_close(ema.module.weight, expected)
+
+    root = write_dataset(tmp_path / "data")
+    cfg = tiny_config(
+        root, optimizer={"ema_decay": 0.9}, runtime={"device": "cpu", "vis_samples": 0}
+    )
+    scores = engine.train(cfg, tmp_path / "run")
+    state = checkpoint.load(tmp_path / "run" / "latest.pth")
+    averaged = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes).eval()
+    averaged.load_state_dict(
+        {k[len("module.") :]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    )
+    loader = DataLoader(build_dataset(cfg.data, "val", train=False), batch_size=1)
+    again = engine.evaluate(averaged, loader, 3, 255, torch.device("cpu"), "off")
+    assert again["mIoU"] == pytest.approx(scores["mIoU"], nan_ok=True)
+    assert any(not torch.equal(v, state["model"][k]) for k, v in averaged.state_dict().items())
 
 
 # ---- schedule and optimizer -------------------------------------------------------------
@@ -314,7 +345,10 @@ class Interrupted(Exception):
     pass
 
 
-def test_resume_continues_exactly_as_an_uninterrupted_run(dataset_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema_decay", [None, 0.5])
+def test_resume_continues_exactly_as_an_uninterrupted_run(
+    dataset_root, tmp_path, monkeypatch, ema_decay
+):
     augmenting = {
         "crop_size": [24, 24],
         "scale_range": [0.75, 1.25],
@@ -327,6 +361,7 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(dataset_root, tmp_path
         data=augmenting,
         schedule={"max_iters": 6, "eval_interval": 3, "checkpoint_interval": 3},
         runtime={"deterministic": True, "vis_samples": 0},
+        optimizer={"ema_decay": ema_decay},
     )
     engine.train(cfg, tmp_path / "straight")
 
@@ -352,6 +387,9 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(dataset_root, tmp_path
     assert straight["iter"] == resumed["iter"] == 6
     for name, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
+    assert ("ema" in straight) == (ema_decay is not None)
+    for name, tensor in straight.get("ema", {}).items():
+        assert torch.equal(tensor, resumed["ema"][name]), name
     assert read_metrics(tmp_path / "straight") == read_metrics(tmp_path / "resumed")
     # The second half did change the weights, so equality above is not trivially true.
     changed = [
