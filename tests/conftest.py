@@ -2,6 +2,9 @@
 
 import os
 
+import pytest
+import torch
+
 
 def pytest_collection_modifyitems(config, items):
     """Run Triton kernel tests only in the TRITON_INTERPRET=1 child process, the rest outside it.
@@ -14,3 +17,15 @@ def pytest_collection_modifyitems(config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if not item.get_closest_marker(unwanted)]
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_globals():
+    """Training and benchmarks set process-wide torch flags; put them back after each test."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn

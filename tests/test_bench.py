@@ -16,18 +16,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_globals():
-    """benchmark() applies cfg.runtime (threads, determinism); put them back afterwards."""
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    threads = torch.get_num_threads()
-    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    yield
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-
-
 def tiny_tree() -> dict:
     """A ~80k-parameter Unet on 2-channel 32×32 crops, batch 2, one CPU thread."""
     return {

@@ -28,18 +28,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["back", "ring", "core"]
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_globals():
-    """train() sets process-wide torch flags; put them back for the tests that follow."""
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    threads = torch.get_num_threads()
-    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    yield
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-
-
 def write_dataset(root: Path, num_train: int = 4, num_val: int = 2, size: int = 32) -> Path:
     """A folder-format dataset of 2-channel uint16 TIFFs with 3-class masks (row 0 ignored)."""
     rng = np.random.default_rng(0)

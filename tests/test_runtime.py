@@ -14,17 +14,6 @@ from segls import runtime
 from segls.config import ConfigError, RuntimeConfig
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_globals():
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    threads = torch.get_num_threads()
-    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    yield
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-
-
 def test_resolve_device():
     assert runtime.resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
