@@ -3,7 +3,8 @@
 A training checkpoint is a dict of tensors and plain Python values (so it loads with
 ``torch.load(weights_only=True)``): ``model``, ``optimizer``, ``scheduler``, ``scaler`` state
 dicts, ``iter`` (optimizer steps done), ``best_miou``, ``rng`` (see `segls.runtime`),
-``config`` (the resolved config as a dict) and ``format`` (this layout's version).
+``config`` (the resolved config as a dict), ``format`` (this layout's version) and, when
+``optimizer.ema_decay`` is set, ``ema`` (the averaged model's state: the weights evaluated).
 """
 
 from __future__ import annotations
