@@ -79,25 +79,33 @@ def forward_with_grad(
         denom = weight_y.sum()
         scale = torch.where(denom > 0, 1.0 / denom, 0.0)
         loss = loss_map.sum() * scale
-    elif reduction == "sum":
-        scale = None
-        loss = loss_map.sum()
     else:
-        scale = None
-        loss = loss_map.squeeze(1)
+        scale = 1.0
+        loss = loss_map.sum() if reduction == "sum" else loss_map.squeeze(1)
 
     if not need_grad:
         return loss, None
-    row_scale = valid if scale is None else valid * scale
-    buf.mul_(sum_c / sum_exp if scale is None else sum_c * scale / sum_exp)
-    buf.scatter_add_(1, lb_index, -(lb_delta * weight_y) * (1.0 if scale is None else scale))
-    if lb_neg:
-        neg = lb_neg * (torch.ones(class_shape, dtype=compute_dtype, device=logits.device))
-        if weight is not None:
-            neg = neg * weight.view(class_shape)
-        buf.addcmul_(row_scale, neg, value=-1.0)
+    buf.mul_(sum_c * scale / sum_exp)
+    buf.scatter_add_(1, lb_index, -(lb_delta * weight_y) * scale)
+    if lb_neg and weight is None:
+        buf.sub_(valid * scale, alpha=lb_neg)
+    elif lb_neg:
+        buf.addcmul_(valid * scale, weight.view(class_shape), value=-lb_neg)
     grad = buf if buf.dtype == logits.dtype else buf.to(logits.dtype)
     return loss, grad
+
+
+def scale_saved_grad(grad: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+    """``grad * factor`` for backward (None: factor 1), in place when autograd frees the graph.
+
+    A graph that is kept (retain_graph, create_graph, torch.compile) gets a new tensor with
+    the saved gradient's strides, so a second backward sees the saved gradient unchanged.
+    """
+    if not _keep_graph():
+        return grad if factor is None else grad.mul_(factor)
+    if factor is None:
+        return grad.clone()
+    return torch.mul(grad, factor, out=torch.empty_like(grad))
 
 
 class LabelSmoothCEFunction(torch.autograd.Function):
@@ -129,8 +137,4 @@ class LabelSmoothCEFunction(torch.autograd.Function):
             grad_output = grad_output.unsqueeze(1)
         elif grad_output.device.type == "cpu" and grad_output.item() == 1.0:
             grad_output = None
-        if grad_output is not None:
-            grad = grad * grad_output if _keep_graph() else grad.mul_(grad_output)
-        elif _keep_graph():
-            grad = grad.clone()
-        return grad, None, None, None, None, None, None, None
+        return scale_saved_grad(grad, grad_output), None, None, None, None, None, None, None

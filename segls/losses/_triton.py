@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from segls.losses._torch import _keep_graph
+from segls.losses._torch import scale_saved_grad
 from segls.losses.checks import raise_bad_labels
 
 INTERPRETED = bool(triton.knobs.runtime.interpret)
@@ -337,11 +337,7 @@ class TritonLabelSmoothCEFunction(torch.autograd.Function):
             factor = grad_output * scale
         else:
             factor = grad_output
-        if _keep_graph():
-            grad = torch.mul(grad, factor, out=torch.empty_like(grad))
-        else:
-            grad = grad.mul_(factor)
-        return grad, None, None, None, None, None, None, None, None
+        return scale_saved_grad(grad, factor), None, None, None, None, None, None, None, None
 
 
 def label_smooth_ce(
