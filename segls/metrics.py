@@ -3,6 +3,7 @@
 This module imports torch and the standard library only, so other codebases can use it alone.
 The maths are pure functions (`confusion_matrix`, `scores_from_confusion`); `SegMetrics` only
 adds them up over batches and, when asked, across processes.
+Calibration scores (ECE, NLL, Brier; see `segls.calibration`) are re-exported here.
 
 Definitions, for class c with confusion matrix ``cm`` (rows = label, columns = prediction),
 ``tp = cm[c, c]``, ``label_area = cm[c, :].sum()`` and ``pred_area = cm[:, c].sum()``;
@@ -26,7 +27,17 @@ import math
 import torch
 import torch.distributed as dist
 
-__all__ = ["SegMetrics", "confusion_matrix", "format_table", "scores_from_confusion"]
+from segls.calibration import CalibrationMetrics, calibration_from_stats, calibration_stats
+
+__all__ = [
+    "CalibrationMetrics",
+    "SegMetrics",
+    "calibration_from_stats",
+    "calibration_stats",
+    "confusion_matrix",
+    "format_table",
+    "scores_from_confusion",
+]
 
 _MAX_VALUES_SHOWN = 10
 
@@ -209,7 +220,11 @@ def _percent(value: float) -> str:
 
 
 def format_table(scores: dict, class_names: list[str]) -> str:
-    """Fixed-width text table of per-class IoU/Acc/Dice in percent, then a summary line."""
+    """Fixed-width text table of per-class IoU/Acc/Dice in percent, then a summary line.
+
+    When `scores` hold calibration (``ECE``, ``NLL``, ``Brier``), a second summary line shows
+    ECE in percent and NLL and Brier as they are.
+    """
     num_classes = len(scores["IoU"])
     if len(class_names) != num_classes:
         raise ValueError(
@@ -225,4 +240,9 @@ def format_table(scores: dict, class_names: list[str]) -> str:
     lines.append(
         "  ".join(f"{key}: {_percent(scores[key])}" for key in ("aAcc", "mIoU", "mAcc", "mDice"))
     )
+    if all(key in scores for key in ("ECE", "NLL", "Brier")):
+        nll, brier = (
+            "-" if math.isnan(scores[key]) else f"{scores[key]:.4f}" for key in ("NLL", "Brier")
+        )
+        lines.append(f"ECE: {_percent(scores['ECE'])}  NLL: {nll}  Brier: {brier}")
     return "\n".join(lines)
