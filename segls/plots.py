@@ -1,0 +1,196 @@
+"""Small charts drawn with Pillow: a reliability diagram and line charts against a parameter.
+
+Pillow is already needed for images, so charts need no plotting library. Every function
+returns a uint8 H×W×3 tensor (what `segls.logger.RunLogger.image` takes); `save_png` writes
+one to disk atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["line_charts", "reliability_diagram", "save_png"]
+
+_INK, _GRID, _BACKGROUND = (40, 40, 40), (225, 225, 225), (255, 255, 255)
+_BAR, _GAP, _DIAGONAL = (70, 120, 190), (230, 120, 100), (150, 150, 150)
+_SERIES = [(70, 120, 190), (220, 110, 50), (60, 160, 90), (170, 80, 170), (120, 120, 120)]
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    """Pillow's bundled font at `size` pixels (a bitmap font on builds without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or no FreeType
+        return ImageFont.load_default()
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About `count` round tick values covering [low, high]."""
+    span = high - low if high > low else 1.0
+    raw = span / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw), default=raw)
+    first = math.ceil(low / step - 1e-9) * step
+    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def _label(value: float) -> str:
+    """A tick value as short text."""
+    return f"{value:.3g}"
+
+
+class _Axes:
+    """One panel: maps data coordinates into a pixel box and draws the frame and ticks."""
+
+    def __init__(self, draw, box, xlim, ylim, font) -> None:
+        self.draw, self.font = draw, font
+        self.left, self.top, self.right, self.bottom = box
+        self.xlim, self.ylim = xlim, ylim
+
+    def point(self, x: float, y: float) -> tuple[float, float]:
+        """Pixel position of data point (x, y)."""
+        (x0, x1), (y0, y1) = self.xlim, self.ylim
+        px = self.left + (x - x0) / ((x1 - x0) or 1.0) * (self.right - self.left)
+        py = self.bottom - (y - y0) / ((y1 - y0) or 1.0) * (self.bottom - self.top)
+        return px, py
+
+    def frame(self, title: str, xlabel: str, ylabel: str, xticks, yticks) -> None:
+        """Grid lines, the box, tick labels, axis labels and the title."""
+        draw, font = self.draw, self.font
+        for y in yticks:
+            _, py = self.point(self.xlim[0], y)
+            draw.line([(self.left, py), (self.right, py)], fill=_GRID)
+            draw.text((self.left - 6, py), _label(y), fill=_INK, font=font, anchor="rm")
+        for x in xticks:
+            px, _ = self.point(x, self.ylim[0])
+            draw.line([(px, self.bottom), (px, self.bottom + 4)], fill=_INK)
+            draw.text((px, self.bottom + 6), _label(x), fill=_INK, font=font, anchor="mt")
+        draw.rectangle([self.left, self.top, self.right, self.bottom], outline=_INK)
+        middle = (self.left + self.right) / 2
+        draw.text((middle, self.bottom + 24), xlabel, fill=_INK, font=font, anchor="mt")
+        draw.text((middle, self.top - 8), title, fill=_INK, font=font, anchor="mb")
+        draw.text((max(self.left - 64, 4), self.top - 8), ylabel, fill=_INK, font=font, anchor="lb")
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL RGB image as a uint8 H×W×3 tensor."""
+    return torch.from_numpy(np.asarray(image.convert("RGB")).copy())
+
+
+def reliability_diagram(calibration: dict, title: str = "reliability") -> torch.Tensor:
+    """Accuracy against confidence per bin, over a panel of the bins' pixel counts.
+
+    `calibration` is the ``calibration`` entry of `segls.metrics.CalibrationMetrics.compute`
+    (``num_bins``, ``count``, ``confidence``, ``accuracy``). Blue bars are each bin's
+    accuracy; red marks the gap to the bin's mean confidence; the dashed diagonal is
+    perfect calibration. The lower panel shows each bin's share of the pixels (log scale)
+    with its count.
+    """
+    num_bins = int(calibration["num_bins"])
+    counts = [int(c) for c in calibration["count"]]
+    if not (len(counts) == len(calibration["accuracy"]) == num_bins):
+        raise ValueError(f"calibration table does not hold {num_bins} bins: {calibration}")
+    image = Image.new("RGB", (520, 560), _BACKGROUND)
+    draw, font = ImageDraw.Draw(image), _font(13)
+    width = 1.0 / num_bins
+    upper = _Axes(draw, (70, 40, 500, 370), (0.0, 1.0), (0.0, 1.0), font)
+    ticks = [i / 5 for i in range(6)]
+    upper.frame(title, "", "accuracy", ticks, ticks)
+    for b, (accuracy, confidence) in enumerate(
+        zip(calibration["accuracy"], calibration["confidence"], strict=True)
+    ):
+        if counts[b] == 0 or accuracy is None or math.isnan(accuracy):
+            continue
+        x0, y_acc = upper.point(b * width, accuracy)
+        x1, y_conf = upper.point((b + 1) * width, confidence)
+        _, y_zero = upper.point(0.0, 0.0)
+        draw.rectangle([x0 + 1, y_acc, x1 - 1, y_zero], fill=_BAR)
+        draw.rectangle([x0 + 1, min(y_acc, y_conf), x1 - 1, max(y_acc, y_conf)], outline=_GAP)
+    for i in range(0, 40, 2):  # dashed diagonal
+        draw.line([upper.point(i / 40, i / 40), upper.point((i + 1) / 40, (i + 1) / 40)],
+                  fill=_DIAGONAL, width=2)  # fmt: skip
+    total = max(sum(counts), 1)
+    lower = _Axes(draw, (70, 420, 500, 510), (0.0, 1.0), (-6.0, 0.0), font)
+    lower.frame("", "confidence (top label)", "log10 share of pixels", ticks, [-6, -3, 0])
+    for b, count in enumerate(counts):
+        if count == 0:
+            continue
+        share = max(math.log10(count / total), -6.0)
+        x0, y_top = lower.point(b * width, share)
+        x1, y_bottom = lower.point((b + 1) * width, -6.0)
+        draw.rectangle([x0 + 1, y_top, x1 - 1, y_bottom], fill=_BAR)
+        draw.text(((x0 + x1) / 2, y_top - 2), _short_count(count), fill=_INK, font=_font(9),
+                  anchor="mb")  # fmt: skip
+    return _to_tensor(image)
+
+
+def _short_count(count: int) -> str:
+    """1234 -> '1.2k', 2500000 -> '2.5M'."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= limit:
+            return f"{count / limit:.1f}{suffix}"
+    return str(count)
+
+
+def line_charts(
+    x: Sequence[float],
+    panels: dict[str, dict[str, Sequence[float]]],
+    xlabel: str,
+    title: str = "",
+) -> torch.Tensor:
+    """Panels side by side, each plotting one or more series against the same `x`.
+
+    `panels` maps a panel's y-axis label to ``{series name: y values}``; a series may hold
+    NaN (a missing point). Points are drawn as dots joined by lines, with a legend.
+    """
+    if not panels:
+        raise ValueError("line_charts needs at least one panel")
+    panel_width, height = 420, 360
+    image = Image.new("RGB", (panel_width * len(panels), height), _BACKGROUND)
+    draw, font = ImageDraw.Draw(image), _font(13)
+    xs = [float(v) for v in x]
+    xlim = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    pad = 0.05 * ((xlim[1] - xlim[0]) or 1.0)
+    xlim = (xlim[0] - pad, xlim[1] + pad)
+    for index, (ylabel, series) in enumerate(panels.items()):
+        values = [v for ys in series.values() for v in ys if v is not None and math.isfinite(v)]
+        low, high = (min(values), max(values)) if values else (0.0, 1.0)
+        margin = 0.1 * ((high - low) or abs(high) or 1.0)
+        ylim = (low - margin, high + margin)
+        offset = index * panel_width
+        axes = _Axes(draw, (offset + 70, 50, offset + panel_width - 20, height - 60), xlim, ylim,
+                     font)  # fmt: skip
+        axes.frame(title if index == 0 else "", xlabel, ylabel, _ticks(*xlim), _ticks(*ylim))
+        for number, (name, ys) in enumerate(series.items()):
+            colour = _SERIES[number % len(_SERIES)]
+            points = [
+                axes.point(xv, yv)
+                for xv, yv in zip(xs, ys, strict=True)
+                if yv is not None and math.isfinite(yv)
+            ]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=2)
+            for px, py in points:
+                draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
+            draw.text((axes.left + 8, axes.top + 6 + 16 * number), name, fill=colour, font=font)
+    return _to_tensor(image)
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
+    """Write a uint8 H×W×3 tensor as a PNG, atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(image.numpy()).save(temp, format="PNG")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
