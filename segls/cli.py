@@ -1,0 +1,98 @@
+"""Pieces shared by tools/test.py, tools/infer.py and tools/export.py.
+
+The inference flags (``--mode slide --crop 512 512 --flip --amp bf16`` ...) are only a
+shorter way to write ``eval.*`` and ``runtime.amp`` overrides: `inference_overrides` turns
+them into ``key.path=value`` strings that go through `segls.config.load` like any other,
+so the config stays the one source of truth and its checks apply to the flags too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segls import checkpoint
+from segls.config import Config
+from segls.data import sample as sample_data
+from segls.models import build_model
+
+__all__ = [
+    "add_inference_arguments",
+    "inference_overrides",
+    "load_model",
+    "prepare_sample",
+    "pull_overrides",
+]
+
+_OVERRIDE_RE = re.compile(r"[A-Za-z_]\w*(\.\w+)+=")
+
+
+def pull_overrides(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """(the other arguments, the ``key.path=value`` overrides) of a command line.
+
+    Taken out before argparse sees them, an override may follow a flag with several values
+    (``--scales 0.75 1 1.25 runtime.num_threads=1``) without being read as one of them. A
+    token naming an existing file stays an argument.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    overrides = [a for a in argv if _OVERRIDE_RE.match(a) and not os.path.exists(a)]
+    return [a for a in argv if a not in overrides], overrides
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags that override ``eval.*`` and ``runtime.amp`` (see `inference_overrides`)."""
+    group = parser.add_argument_group("inference (shortcuts for eval.* / runtime.amp overrides)")
+    group.add_argument("--mode", choices=("whole", "slide"), help="eval.mode")
+    group.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), help="eval.crop_size")
+    group.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"), help="eval.stride")
+    group.add_argument("--flip", action="store_true", help="eval.flip=true")
+    group.add_argument("--scales", nargs="+", type=float, metavar="S", help="eval.scales")
+    group.add_argument("--amp", choices=("off", "fp16", "bf16"), help="runtime.amp")
+
+
+def inference_overrides(args: argparse.Namespace) -> list[str]:
+    """``key.path=value`` overrides for the inference flags that were given."""
+    overrides = []
+    if args.mode is not None:
+        overrides.append(f"eval.mode={args.mode}")
+    if args.crop is not None:
+        overrides.append(f"eval.crop_size=[{args.crop[0]},{args.crop[1]}]")
+    if args.stride is not None:
+        overrides.append(f"eval.stride=[{args.stride[0]},{args.stride[1]}]")
+    if args.flip:
+        overrides.append("eval.flip=true")
+    if args.scales is not None:
+        overrides.append("eval.scales=[" + ",".join(repr(scale) for scale in args.scales) + "]")
+    if args.amp is not None:
+        overrides.append(f"runtime.amp='{args.amp}'")
+    return overrides
+
+
+def prepare_sample(cfg: Config) -> None:
+    """Prepare the bundled sample dataset when the config points at it and it is missing."""
+    is_sample = Path(cfg.data.root).resolve() == sample_data.SAMPLE_ROOT.resolve()
+    if is_sample and not sample_data.is_prepared(cfg.data.root):
+        print(f"preparing the bundled sample dataset in {cfg.data.root}")
+        sample_data.ensure_sample(cfg.data.root)
+
+
+def load_model(
+    cfg: Config, checkpoint_path: str | os.PathLike, device: torch.device
+) -> tuple[nn.Module, str]:
+    """The config's model with the checkpoint's weights, in eval mode on `device`.
+
+    Returns the model and which weights were loaded ("ema", "model" or "state_dict"; see
+    `segls.checkpoint.load_weights`). No pretrained encoder file is read: the checkpoint
+    holds every weight.
+    """
+    model_cfg = dataclasses.replace(cfg.model, encoder_weights=None)
+    model = build_model(model_cfg, cfg.data.in_channels, cfg.data.num_classes)
+    source = checkpoint.load_weights(model, checkpoint_path)
+    return model.to(device).eval(), source

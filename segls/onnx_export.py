@@ -1,0 +1,95 @@
+"""Export a segmentation model to ONNX with dynamic batch size, height and width.
+
+The exported graph takes ``images`` (N×C×H×W float32, normalised like the training data)
+and returns ``logits`` (N×num_classes×H×W float32). Like `segls.models.forward_padded`, it
+pads the input at the bottom and right to a multiple of the encoder's output stride
+(reflecting the image) and crops the logits back, so any H and W of at least the stride
+work (32 for most encoders).
+
+It uses PyTorch's ``torch.export``-based exporter (``dynamo=True``), which needs the
+``onnx`` and ``onnxscript`` packages (``pip install -e '.[export]'``; nothing is downloaded
+at run time). It is the exporter PyTorch maintains; the TorchScript one (``dynamo=False``)
+is faster and also handles the padding, but it is deprecated. Neither can export PSPNet
+with dynamic sizes (adaptive pooling), so check an export with onnxruntime before use
+(``tools/export.py`` does).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import uuid
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segls.models import output_stride
+
+__all__ = ["INSTALL_HINT", "PaddedModel", "export_onnx", "require"]
+
+INSTALL_HINT = "pip install -e '.[export]'"
+_MAX_SIZE = 65536  # upper bound of the dynamic dimensions, needed by torch.export
+
+
+def require(*packages: str) -> None:
+    """Raise ImportError naming the packages that are not installed and how to install them."""
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"ONNX export needs {', '.join(missing)}, which is not installed: {INSTALL_HINT}"
+        )
+
+
+class PaddedModel(nn.Module):
+    """`model` that pads its input to a multiple of `stride` (reflecting) and crops the output."""
+
+    def __init__(self, model: nn.Module, stride: int) -> None:
+        super().__init__()
+        self.model = model
+        self.stride = int(stride)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2], images.shape[-1]
+        pad_h = (self.stride - height % self.stride) % self.stride
+        pad_w = (self.stride - width % self.stride) % self.stride
+        padded = F.pad(images, (0, pad_w, 0, pad_h), mode="reflect")
+        return self.model(padded)[..., :height, :width]
+
+
+def export_onnx(
+    model: nn.Module, path: str | os.PathLike, in_channels: int, example_size: int = 64
+) -> Path:
+    """Write `model` as ONNX to `path` (atomically) with dynamic batch, height and width.
+
+    `model` is exported in eval mode on the CPU in float32; `example_size` is the height and
+    width of the example input that is traced (any multiple of the stride).
+    """
+    require("onnx", "onnxscript")
+    path = Path(path)
+    stride = output_stride(model)
+    wrapped = PaddedModel(model, stride).to("cpu", torch.float32).eval()
+    size = max(stride, example_size - example_size % stride)
+    example = torch.zeros(2, in_channels, size, size)
+    batch = torch.export.Dim("batch", min=1, max=_MAX_SIZE)
+    height = torch.export.Dim("height", min=stride, max=_MAX_SIZE)
+    width = torch.export.Dim("width", min=stride, max=_MAX_SIZE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = path.parent / f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.onnx"
+    try:
+        torch.onnx.export(
+            wrapped,
+            (example,),
+            temp_path,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,179 @@
+"""Tests of tools/infer.py, the prediction files, and loading checkpoint weights for inference."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from test_engine import tiny_config, write_dataset
+from test_tools_test import load_tool, save_checkpoint
+
+from segls import checkpoint, config
+from segls.data import read_mask
+from segls.models import build_model
+from segls.predictions import encode_png, mask_array, unique_names
+
+PALETTE = [[10, 20, 30], [200, 0, 0], [0, 250, 5]]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """(config path, checkpoint path, Config, model, folder of inputs) with awkward inputs."""
+    data = write_dataset(tmp_path / "data")
+    cfg = tiny_config(data, data={"palette": PALETTE})
+    config_path = tmp_path / "tiny.yaml"
+    config.dump(cfg, config_path)
+    model = save_checkpoint(cfg, tmp_path / "best.pth")
+    inputs = tmp_path / "in"
+    (inputs / "a").mkdir(parents=True)
+    (inputs / "b").mkdir()
+    val = data / "images" / "val"
+    (inputs / "a" / "x.tif").write_bytes((val / "s0.tif").read_bytes())
+    (inputs / "b" / "x.tif").write_bytes((val / "s1.tif").read_bytes())
+    tifffile.imwrite(inputs / "b" / "odd.tif", tifffile.imread(val / "s0.tif")[3:24, 1:32])
+    (inputs / "b" / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(inputs / "gray.png")
+    return config_path, tmp_path / "best.pth", cfg, model, inputs
+
+
+def expected_mask(model, cfg, path: Path, stride: int = 8) -> np.ndarray:
+    """Class indices by hand: normalise, reflect-pad to the stride with NumPy, forward, crop."""
+    image = tifffile.imread(path).astype(np.float64) / 65535.0
+    image = (image - np.array(cfg.data.mean)) / np.array(cfg.data.std)
+    height, width = image.shape[:2]
+    padded = np.pad(image, ((0, -height % stride), (0, -width % stride), (0, 0)), mode="reflect")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(padded.transpose(2, 0, 1)[None].copy()).float())
+    return logits[0, :, :height, :width].argmax(0).numpy()
+
+
+def test_infer_writes_masks_and_overlays_and_reports_bad_inputs(setup, tmp_path, capsys):
+    config_path, checkpoint_path, cfg, model, inputs = setup
+    out = tmp_path / "out"
+    args = [str(config_path), str(checkpoint_path), str(inputs), str(tmp_path / "missing.tif")]
+    code = load_tool("infer").main([*args, "--out", str(out), "--alpha", "1"])
+    assert code == 1
+    errors = capsys.readouterr().err
+    for name in ("broken.tif", "gray.png", "missing.tif"):
+        assert name in errors
+    assert "data.in_channels=2" in errors  # the grayscale image, as training would say
+
+    written = sorted(path.name for path in out.iterdir())
+    names = ["a_x", "b_x", "odd"]  # the two x.tif do not overwrite each other
+    assert written == sorted(f"{name}_{kind}.png" for name in names for kind in ("mask", "overlay"))
+    sources = [inputs / "a" / "x.tif", inputs / "b" / "x.tif", inputs / "b" / "odd.tif"]
+    for name, source in zip(names, sources, strict=True):
+        mask = np.array(Image.open(out / f"{name}_mask.png"))
+        expected = expected_mask(model, cfg, source)
+        assert mask.dtype == np.uint8 and mask.shape == tifffile.imread(source).shape[:2]
+        assert np.array_equal(mask, expected), name
+        overlay = np.array(Image.open(out / f"{name}_overlay.png").convert("RGB"))
+        assert np.array_equal(overlay, np.array(PALETTE, np.uint8)[expected])  # alpha 1: colours
+    assert len({(out / f"{name}_mask.png").read_bytes() for name in names[:2]}) == 2
+
+
+def test_same_size_images_are_batched_without_changing_the_results(setup, tmp_path, monkeypatch):
+    config_path, checkpoint_path, _, _, inputs = setup
+    for bad in ("b/broken.tif", "gray.png"):
+        (inputs / bad).unlink()
+    (inputs / "c.tif").write_bytes((inputs / "a" / "x.tif").read_bytes())
+    tool = load_tool("infer")
+    shapes = []
+    real_predict = tool.predict_logits
+
+    def recording_predict(model, images, *args):
+        shapes.append(tuple(images.shape))
+        return real_predict(model, images, *args)
+
+    monkeypatch.setattr(tool, "predict_logits", recording_predict)
+    paths = [str(config_path), str(checkpoint_path), str(inputs)]
+    assert tool.main([*paths, "--out", str(tmp_path / "two"), "--batch-size", "2"]) == 0
+    # Files in order: a/x, b/odd, b/x, c: a/x and b/x (32×32) make the first batch; the
+    # rest (c, 32×32, and odd, 21×31) are predicted at the end.
+    assert shapes[0] == (2, 2, 32, 32)
+    assert sorted(shapes[1:]) == [(1, 2, 21, 31), (1, 2, 32, 32)]
+    assert tool.main([*paths, "--out", str(tmp_path / "one"), "--batch-size", "1"]) == 0
+    for path in (tmp_path / "one").iterdir():
+        assert path.read_bytes() == (tmp_path / "two" / path.name).read_bytes(), path.name
+
+
+def test_masks_are_16_bit_above_256_classes(tmp_path):
+    prediction = torch.tensor([[0, 299], [256, 7]])
+    mask = mask_array(prediction, 300)
+    assert mask.dtype == np.uint16
+    (tmp_path / "m.png").write_bytes(encode_png(mask))
+    assert read_mask(tmp_path / "m.png").tolist() == [[0, 299], [256, 7]]  # the dataset reader
+    assert mask_array(torch.tensor([[255]]), 256).dtype == np.uint8
+
+
+def test_unique_names_prefix_folders_only_where_stems_clash():
+    paths = [Path(p) for p in ("a/x.png", "b/x.tif", "c/y.png", "/abs/q/X.png", "d/x_2.png")]
+    assert unique_names(paths) == ["a_x", "b_x", "y", "q_X", "x_2"]
+    assert unique_names([Path("s/x.png"), Path("s/x.tif")]) == ["s_x", "s_x_2"]
+
+
+# ---- checkpoint weights for inference ------------------------------------------------
+
+
+def test_load_weights_prefers_ema_then_model_then_a_bare_state_dict(tmp_path):
+    cfg = tiny_config(tmp_path)
+    wanted = save_checkpoint(cfg, tmp_path / "ema.pth")
+    fresh = build_model(cfg.model, 2, 3)
+    assert checkpoint.load_weights(fresh, tmp_path / "ema.pth") == "ema"
+    for key, value in wanted.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+    plain = save_checkpoint(cfg, tmp_path / "plain.pth", ema=False)
+    assert checkpoint.load_weights(fresh, tmp_path / "plain.pth") == "model"
+    torch.save({"module." + k: v for k, v in plain.state_dict().items()}, tmp_path / "ddp.pth")
+    assert checkpoint.load_weights(fresh, tmp_path / "ddp.pth") == "state_dict"
+    for key, value in plain.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+    torch.save({"note": "hello"}, tmp_path / "other.pth")
+    with pytest.raises(checkpoint.CheckpointError, match=r"other.pth.*not a state dict.*note"):
+        checkpoint.load_weights(fresh, tmp_path / "other.pth")
+
+
+def test_a_checkpoint_of_another_model_names_the_mismatched_keys(tmp_path):
+    cfg = tiny_config(tmp_path)
+    save_checkpoint(cfg, tmp_path / "unet3.pth")
+    four_classes = build_model(cfg.model, 2, 4)
+    before = copy.deepcopy(four_classes.state_dict())
+    with pytest.raises(checkpoint.CheckpointError) as error:
+        checkpoint.load_weights(four_classes, tmp_path / "unet3.pth")
+    message = str(error.value)
+    assert "shape mismatches (2)" in message
+    assert "segmentation_head.0.weight (3, 8, 3, 3) in the checkpoint, (4, 8, 3, 3)" in message
+    assert "segmentation_head.0.bias (3,) in the checkpoint, (4,) in the model" in message
+    assert "missing" not in message and "unexpected" not in message
+    for key, value in four_classes.state_dict().items():
+        assert torch.equal(value, before[key]), key  # left untouched
+
+    fpn_cfg = dataclasses_replace_model(cfg, arch="FPN", kwargs={"encoder_depth": 3})
+    fpn = build_model(fpn_cfg.model, 2, 3)
+    with pytest.raises(checkpoint.CheckpointError) as error:
+        checkpoint.load_weights(fpn, tmp_path / "unet3.pth")
+    message = str(error.value)
+    assert (
+        "ema weights" in message and "missing keys (" in message and "unexpected keys (" in message
+    )
+    assert "decoder.blocks.0" in message  # a Unet decoder key the FPN does not have
+    assert "config.yaml" in message
+
+    config_path = tmp_path / "fpn.yaml"
+    config.dump(fpn_cfg, config_path)
+    with pytest.raises(checkpoint.CheckpointError, match="unexpected keys"):
+        load_tool("infer").main([str(config_path), str(tmp_path / "unet3.pth"), ".", "--out", "o"])
+
+
+def dataclasses_replace_model(cfg: config.Config, **changes) -> config.Config:
+    """A copy of `cfg` with model keys changed."""
+    tree = config.to_dict(cfg)
+    tree["model"].update(changes)
+    return config.from_dict(tree)
