@@ -19,6 +19,7 @@ import random
 import numpy as np
 import torch
 
+from segls import distributed
 from segls.config import ConfigError
 
 __all__ = [
@@ -117,6 +118,7 @@ def configure(runtime_cfg) -> torch.device:
     if runtime_cfg.num_threads > 0:
         torch.set_num_threads(runtime_cfg.num_threads)
     set_determinism(runtime_cfg.deterministic)
+    distributed.use_local_gpu()  # under torchrun, before anything opens a context on GPU 0
     device = resolve_device(runtime_cfg.device)
     amp_dtype(runtime_cfg.amp, device)
     seed_everything(runtime_cfg.seed)

@@ -1,10 +1,12 @@
 """Train a segmentation model from a YAML config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [key.path=value ...]
+    torchrun --nproc_per_node=K tools/train.py CONFIG ...   (K processes, one per GPU)
 
 Overrides such as ``schedule.max_iters=2000`` are applied on top of CONFIG. The run writes
 to work_dirs/<config stem>/ unless --work-dir says otherwise; --resume alone continues from
-that directory's latest.pth.
+that directory's latest.pth (or, if that is missing or damaged, from the newest intact
+checkpoint there). SIGTERM or Ctrl-C writes latest.pth before the run exits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from segls import config
 from segls.checkpoint import CheckpointError
 from segls.data import DataError
 from segls.engine import train
+from segls.faults import NonFiniteError, TrainingInterrupted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,8 +52,31 @@ def main(argv: list[str] | None = None) -> dict:
     return train(cfg, work_dir, resume=args.resume)
 
 
-if __name__ == "__main__":
+def _rank_prefix() -> str:
+    """The "[rank R] " that starts messages when torchrun runs several processes, else ""."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        return f"[rank {os.environ.get('RANK', '?')}] "
+    return ""
+
+
+def run(argv: list[str] | None = None) -> int:
+    """`main`, with the errors a user can act on printed as one line; returns the exit status.
+
+    A stop by SIGTERM/SIGINT (after its checkpoint) exits with 128 + the signal number, as
+    the shell reports a process killed by that signal.
+    """
+    prefix = _rank_prefix()
     try:
-        main()
-    except (config.ConfigError, CheckpointError, DataError) as error:
-        sys.exit(f"error: {error}")
+        main(argv)
+    except (config.ConfigError, CheckpointError, DataError, NonFiniteError) as error:
+        print(f"{prefix}error: {error}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as stop:
+        print(f"{prefix}{stop}", file=sys.stderr)
+        return stop.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

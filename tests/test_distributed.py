@@ -1,0 +1,314 @@
+"""Tests of multi-process training and evaluation: gloo on the CPU, 2 processes.
+
+The processes are real (each its own interpreter state, talking over TCP through gloo):
+one test launches tools/train.py with torchrun itself; the others fork ranks from a
+multiprocessing forkserver that has imported segls once, which keeps them fast. The
+forkserver helpers here are also used by tests/test_faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_engine import tiny_config, write_dataset
+from torch.utils.data import DistributedSampler
+
+from segls import checkpoint, config, distributed, engine, runtime
+from segls.batches import InfiniteLoader, ShardSampler, augmentation_seed, build_loaders
+from segls.models import build_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FORKSERVER = multiprocessing.get_context("forkserver")
+FORKSERVER.set_forkserver_preload(["segls.engine", "test_distributed", "test_faults"])
+TIMEOUT_S = 240
+
+
+# ---- running code in other processes --------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _child(target, args: tuple, env: dict, log_path: str, result_path: str) -> None:
+    """Body of a forked process: set env, send output to `log_path`, save target's result."""
+    os.environ.update(env)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        result = target(*args)
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    torch.save(result, result_path)
+
+
+def start(target, args: tuple, out_dir: Path, name: str, env: dict | None = None):
+    """Start `target(*args)` in a process forked from the forkserver; see `finish`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = str(out_dir / f"{name}.log"), str(out_dir / f"{name}.result.pth")
+    process = FORKSERVER.Process(target=_child, args=(target, args, env or {}, *paths))
+    process.start()
+    process.log_path, process.result_path = paths
+    return process
+
+
+def output_of(process) -> str:
+    """What the process printed."""
+    path = Path(process.log_path)
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def finish(process, expect_exit: int | None = 0, timeout: float = TIMEOUT_S):
+    """Wait for `process`; check its exit code; return its target's result (None if none)."""
+    process.join(timeout)
+    if process.is_alive():
+        process.kill()
+        process.join()
+        pytest.fail(f"process timed out after {timeout} s:\n{output_of(process)[-4000:]}")
+    if expect_exit is not None and process.exitcode != expect_exit:
+        pytest.fail(
+            f"process exited with {process.exitcode}, expected {expect_exit}:\n"
+            f"{output_of(process)[-4000:]}"
+        )
+    if not Path(process.result_path).exists():
+        return None
+    return torch.load(process.result_path, weights_only=False)
+
+
+def torchrun_env(rank: int, world: int, port: int) -> dict:
+    """The environment variables torchrun gives `rank` of `world` processes on one machine."""
+    return {
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world),
+        "LOCAL_WORLD_SIZE": str(world),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+
+
+def run_ranks(target, args: tuple, world: int, out_dir: Path) -> list:
+    """`target(*args)` in `world` processes with the environment torchrun gives its ranks."""
+    port = free_port()
+    processes = [
+        start(target, args, out_dir, f"rank{rank}", torchrun_env(rank, world, port))
+        for rank in range(world)
+    ]
+    return [finish(process) for process in processes]
+
+
+# ---- the samplers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("length", "world"), [(5, 2), (7, 3), (2, 4), (0, 2), (6, 1)])
+def test_shard_sampler_deals_every_index_to_exactly_one_rank(length, world):
+    shards = [list(ShardSampler(length, rank, world)) for rank in range(world)]
+    assert sorted(index for shard in shards for index in shard) == list(range(length))
+    assert [len(ShardSampler(length, rank, world)) for rank in range(world)] == [
+        len(shard) for shard in shards
+    ]
+    assert shards[0] == list(range(0, length, world))  # r, r + W, r + 2W, ...
+
+
+def test_torch_distributed_sampler_pads_which_is_why_evaluation_does_not_use_it():
+    # The contrast that motivates ShardSampler: 5 items on 2 ranks come out as 6.
+    padded = [list(DistributedSampler(range(5), 2, rank, shuffle=False)) for rank in range(2)]
+    assert sum(len(shard) for shard in padded) == 6
+    with pytest.raises(ValueError, match="rank 2 is not in"):
+        ShardSampler(5, 2, 2)
+
+
+def test_rank_zero_keeps_the_single_process_seeds_and_other_ranks_differ():
+    assert augmentation_seed(7, 0) == 7
+    assert augmentation_seed(7, 0, epoch=3) == runtime.derived_seed(7, 3)
+    seeds = {augmentation_seed(7, rank, epoch) for rank in range(4) for epoch in range(5)}
+    seeds |= {augmentation_seed(7, rank) for rank in range(1, 4)}
+    assert len(seeds) == 4 * 5 + 3  # all different
+
+
+def test_training_ranks_get_disjoint_parts_of_each_epoch(tmp_path):
+    cfg = tiny_config(write_dataset(tmp_path / "data", num_train=8, num_val=1))
+    loaders = [build_loaders(cfg, rank, 2) for rank in range(2)]
+    assert [list(val.sampler) for _, val in loaders] == [[0], []]  # 1 image: rank 1 gets none
+    for epoch in range(3):
+        parts = []
+        for rank, (train_loader, _) in enumerate(loaders):
+            next(InfiniteLoader(train_loader, cfg.runtime.seed, start_iter=2 * epoch, rank=rank))
+            parts.append(list(train_loader.sampler))  # the order of `epoch`, set above
+        assert sorted(parts[0] + parts[1]) == list(range(8)), epoch
+
+
+def test_without_torchrun_there_is_one_process_and_nothing_is_initialised(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    context = distributed.setup(torch.device("cpu"))
+    assert (context.rank, context.world_size, context.is_main) == (0, 1, True)
+    assert not torch.distributed.is_initialized()
+    assert distributed.all_reduce_sum([1.5, 2.0]) == [1.5, 2.0]
+    model = torch.nn.BatchNorm2d(2)
+    assert distributed.wrap_ddp(model, context) is model
+    assert distributed.convert_sync_bn(model, True, context) is model
+
+
+def test_a_partial_torchrun_environment_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="WORLD_SIZE=2 is set but RANK, LOCAL_RANK"):
+        distributed.setup(torch.device("cpu"))
+
+
+# ---- sharded evaluation -------------------------------------------------------------------
+
+
+def evaluate_checkpoint(config_path: str, weights_path: str) -> dict:
+    """Evaluate the weights on this process's validation shard (all of it in one process)."""
+    torch.set_num_threads(1)
+    cfg = config.load(config_path)
+    context = distributed.setup(torch.device("cpu"))
+    try:
+        _, val_loader = build_loaders(cfg, context.rank, context.world_size)
+        model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+        model.load_state_dict(checkpoint.load(weights_path))
+        scores = engine.evaluate(
+            model, val_loader, 3, 255, torch.device("cpu"), "off", engine.build_criterion(cfg)
+        )
+        return {"scores": scores, "indices": list(val_loader.sampler)}
+    finally:
+        distributed.cleanup(context)
+
+
+def test_two_process_evaluation_of_an_odd_set_equals_one_process_exactly(tmp_path):
+    root = write_dataset(tmp_path / "data", num_train=4, num_val=5)
+    cfg = tiny_config(root, data={"val_batch_size": 1})
+    config_path = tmp_path / "tiny.yaml"
+    config.dump(cfg, config_path)
+    torch.manual_seed(3)
+    model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+    weights_path = tmp_path / "weights.pth"
+    checkpoint.save_atomic(model.state_dict(), weights_path)
+
+    ranks = run_ranks(evaluate_checkpoint, (str(config_path), str(weights_path)), 2, tmp_path)
+    single = evaluate_checkpoint(str(config_path), str(weights_path))
+
+    assert [rank["indices"] for rank in ranks] == [[0, 2, 4], [1, 3]]  # each image once
+    assert single["indices"] == [0, 1, 2, 3, 4]
+    expected, scores = single["scores"], ranks[0]["scores"]
+    same = [json.dumps(rank["scores"], sort_keys=True) for rank in ranks]  # NaN-safe equality
+    assert same[0] == same[1]  # every rank returns the whole set's scores
+    # Pixel counts (confusion matrix, calibration bins) are sums of integers: exact.
+    for key in ("aAcc", "mIoU", "mAcc", "mDice", "IoU", "Acc", "Dice"):
+        assert scores[key] == expected[key], key
+    assert scores["calibration"]["count"] == expected["calibration"]["count"]
+    # Independent count: every valid pixel of the 5 masks on disk, counted once.
+    masks = [np.array(Image.open(path)) for path in sorted((root / "masks" / "val").iterdir())]
+    valid_pixels = sum(int((mask != 255).sum()) for mask in masks)
+    assert sum(scores["calibration"]["count"]) == valid_pixels
+    # Float sums added in another order (per rank, then across ranks): equal to rounding.
+    for key in ("loss", "ECE", "NLL", "Brier"):
+        assert scores[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15), key
+
+
+# ---- DDP training through torchrun ------------------------------------------------------------
+
+TORCHRUN_WRAPPER = """
+import importlib.util, os, sys
+import torch
+from segls import checkpoint, engine
+
+spec = importlib.util.spec_from_file_location("train_cli", sys.argv[1])
+cli = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cli)
+seen = {}
+real_step = engine.train_one_iter
+
+def spy(model, criterion, images, labels, *args, **kwargs):
+    if not seen:
+        seen["model"], seen["images"] = model, images.clone()
+        state = checkpoint.unwrap_model(model).state_dict()
+        seen["initial"] = {name: tensor.clone() for name, tensor in state.items()}
+    return real_step(model, criterion, images, labels, *args, **kwargs)
+
+engine.train_one_iter = spy
+code = cli.run(sys.argv[3:])
+torch.save(
+    {
+        "wrapper": type(seen["model"]).__name__,
+        "model": checkpoint.unwrap_model(seen["model"]).state_dict(),
+        "initial": seen["initial"],
+        "images": seen["images"],
+    },
+    os.path.join(sys.argv[2], "rank%s.pth" % os.environ["RANK"]),
+)
+sys.exit(code)
+"""
+
+
+def test_torchrun_trains_ddp_replicas_that_stay_identical_and_only_rank_0_writes(tmp_path):
+    root = write_dataset(tmp_path / "data", num_train=8, num_val=3)
+    augmenting = {"crop_size": [24, 24], "hflip": 0.5, "vflip": 0.5, "photometric": 0.5}
+    cfg = tiny_config(root, data=augmenting, runtime={"vis_samples": 1})
+    config_path = tmp_path / "tiny.yaml"
+    config.dump(cfg, config_path)
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(TORCHRUN_WRAPPER)
+    work_dir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(wrapper), str(REPO_ROOT / "tools" / "train.py"), str(tmp_path),
+        str(config_path), "--work-dir", str(work_dir),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pth", weights_only=True) for r in range(2)]
+    assert ranks[0]["wrapper"] == ranks[1]["wrapper"] == "DistributedDataParallel"
+    # The ranks trained on different images (their own part of the epoch, own augmentation)...
+    assert not torch.equal(ranks[0]["images"], ranks[1]["images"])
+    # ...yet DDP averaged their gradients, so every weight is the same on both; the buffers
+    # (BatchNorm statistics) too, as the final evaluation gave every rank rank 0's.
+    assert ranks[0]["model"].keys() == ranks[1]["model"].keys()
+    for name, tensor in ranks[0]["model"].items():
+        assert torch.equal(tensor, ranks[1]["model"][name]), name
+        assert torch.equal(ranks[0]["initial"][name], ranks[1]["initial"][name]), name
+    changed = [
+        n for n, t in ranks[0]["model"].items() if not torch.equal(t, ranks[0]["initial"][n])
+    ]
+    assert changed  # 4 steps did train, so the equality above is not trivially true
+    latest = checkpoint.load(work_dir / "latest.pth")
+    assert latest["iter"] == 4
+    for name, tensor in latest["model"].items():
+        assert torch.equal(tensor, ranks[0]["model"][name]), name
+
+    # Only rank 0 wrote: one TensorBoard file, one row per evaluation, each line once.
+    assert len(list(work_dir.glob("events.out.tfevents.*"))) == 1
+    rows = (work_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2
+    log = (work_dir / "train.log").read_text()
+    assert log.count("iter 3/4") == 1
+    assert log.count(f"saved {work_dir / 'latest.pth'}") == 2  # iters 2 and 4
+    assert "x 2 processes" in log
