@@ -10,20 +10,23 @@ dicts, ``iter`` (optimizer steps done), ``best_miou``, ``rng`` (see `segls.runti
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from segls import runtime
+from segls.atomic import write_atomic
 
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "check_training_state",
     "load",
+    "load_weights",
+    "remove_stale_temp_files",
     "restore_training_state",
+    "resume_state",
     "save_atomic",
     "training_state",
     "unwrap_model",
@@ -40,29 +43,36 @@ class CheckpointError(RuntimeError):
 def save_atomic(obj: object, path: str | os.PathLike) -> None:
     """Write `obj` with ``torch.save`` so that `path` holds either the old or the new file.
 
-    The data goes to a temporary file in the same directory, is flushed to disk, and then
-    replaces `path` in one ``os.replace``; a crash mid-write never leaves a truncated `path`.
+    See `segls.atomic.write_atomic`: a temporary file in the same directory, flushed to disk,
+    then one ``os.replace``; a crash mid-write never leaves a truncated `path`.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    # os.open with 0o666 lets the umask set the permissions, as for any other new file.
-    descriptor = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    write_atomic(path, lambda handle: torch.save(obj, handle))
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of `save_atomic` calls whose process died mid-write.
+
+    Their names carry the writer's pid; files of a process that still runs are kept.
+    """
+    removed = []
+    for path in Path(directory).glob(".*.pth.*.tmp"):
+        pid = path.name.rsplit(".", 3)[-3]
+        if not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process with `pid` runs on this machine."""
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -136,6 +146,64 @@ def check_training_state(state: dict, path: str | os.PathLike) -> int:
     return int(state["iter"])
 
 
+def _load_training(path: Path) -> dict:
+    """`load` a file and check that it is a training checkpoint."""
+    state = load(path)
+    check_training_state(state, path)
+    return state
+
+
+def _newest_intact(work_dir: Path, skip: Path) -> tuple[Path, dict] | None:
+    """The training checkpoint among `work_dir`'s ``*.pth`` (but `skip`) with the highest iter."""
+    found = []
+    for path in sorted(work_dir.glob("*.pth")):
+        if path == skip:
+            continue
+        try:
+            found.append((path, _load_training(path)))
+        except CheckpointError:
+            continue
+    return max(found, key=lambda item: int(item[1]["iter"]), default=None)
+
+
+def resume_state(
+    work_dir: str | os.PathLike, resume: str | os.PathLike | bool | None
+) -> tuple[Path | None, dict | None, str | None]:
+    """The checkpoint to resume from, read and checked: (path, state, note to log).
+
+    `resume` is None/False (a fresh run: all None), a path (which must load, else
+    CheckpointError naming it), or True: the work dir's latest.pth, or when that is missing,
+    truncated or corrupt, the newest intact training checkpoint in the work dir (e.g.
+    best.pth), with a note that says so. None intact is a CheckpointError.
+    """
+    if resume is None or resume is False:
+        return None, None, None
+    if resume is not True:
+        return Path(resume), _load_training(Path(resume)), None
+    work_dir = Path(work_dir)
+    latest = work_dir / "latest.pth"
+    try:
+        return latest, _load_training(latest), None
+    except CheckpointError as error:
+        problem = error
+    found = _newest_intact(work_dir, skip=latest)
+    if found is None:
+        if not latest.exists():
+            raise CheckpointError(
+                f"cannot resume: {latest} does not exist and {work_dir} holds no other intact "
+                "training checkpoint; start without --resume, or pass the checkpoint to resume from"
+            )
+        raise CheckpointError(
+            f"cannot resume: {problem}; {work_dir} holds no other intact training checkpoint"
+        ) from problem
+    path, state = found
+    note = (
+        f"cannot resume from {latest}: {problem}\nresuming from {path} (iter {state['iter']}) "
+        f"instead, the newest intact training checkpoint in {work_dir}"
+    )
+    return path, state, note
+
+
 def restore_training_state(
     state: dict,
     path: str | os.PathLike,
@@ -172,3 +240,73 @@ def restore_training_state(
     if state["scaler"]:
         scaler.load_state_dict(state["scaler"])
     return int(state["iter"]), float(state["best_miou"])
+
+
+_SHOWN_KEYS = 8
+
+
+def _listed(keys: list[str]) -> str:
+    """A few of `keys` for a message, with how many more there are."""
+    shown = ", ".join(keys[:_SHOWN_KEYS])
+    return shown + (f", ... ({len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
+
+
+def _weights_in(state: dict, path: str | os.PathLike) -> tuple[dict, str]:
+    """The state dict to run inference with, and where it came from: "ema", "model" or "state_dict".
+
+    The averaged weights (``ema``, an ``AveragedModel`` state: "module."-prefixed keys plus
+    ``n_averaged``) are preferred because they are the ones training evaluated.
+    """
+    if isinstance(state.get("ema"), dict):
+        prefix = "module."
+        weights = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+        if not weights:
+            raise CheckpointError(f"checkpoint {path}: its 'ema' entry holds no 'module.' weights")
+        return weights, "ema"
+    if isinstance(state.get("model"), dict):
+        return state["model"], "model"
+    if state and all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        if all(key.startswith("module.") for key in state):  # saved from a DDP wrapper
+            state = {key[len("module.") :]: value for key, value in state.items()}
+        return state, "state_dict"
+    raise CheckpointError(
+        f"checkpoint {path} has no 'model' or 'ema' weights and is not a state dict "
+        f"(its keys: {_listed([str(key) for key in state])})"
+    )
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> str:
+    """Load a checkpoint's weights into `model` for inference; returns which weights were used.
+
+    A training checkpoint gives its ``ema`` weights when it has them, else ``model``; any
+    other file must be a bare state dict. Weights that do not fit raise CheckpointError
+    naming the missing and unexpected keys and the shape mismatches; `model` is then left
+    untouched.
+    """
+    weights, source = _weights_in(load(path), path)
+    target = unwrap_model(model)
+    expected = target.state_dict()
+    missing = [key for key in expected if key not in weights]
+    unexpected = [key for key in weights if key not in expected]
+    shapes = [
+        f"{key} {tuple(weights[key].shape)} in the checkpoint, {tuple(value.shape)} in the model"
+        for key, value in expected.items()
+        if key in weights and tuple(weights[key].shape) != tuple(value.shape)
+    ]
+    problems = [
+        f"{label} ({len(items)}): {_listed(items)}"
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", shapes),
+        )
+        if items
+    ]
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path} ({source} weights) does not fit the model built from the config: "
+            + "; ".join(problems)
+            + ". Use the config the checkpoint was trained with (config.yaml in its work dir)"
+        )
+    target.load_state_dict(weights)
+    return source

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from segls import checkpoint, config
+from segls.atomic import write_text_atomic
 from segls.logger import json_safe
 from segls.plots import line_charts, save_png
 
@@ -192,9 +193,11 @@ def write_report(records: Sequence[dict], out_dir: str | os.PathLike) -> dict:
     }
     save_png(image, paths["plot"])
     table = markdown_table(summary)
-    _write_text(paths["markdown"], table + "\n")
+    write_text_atomic(paths["markdown"], table + "\n")
     report = {"runs": list(records), "summary": summary}
-    _write_text(paths["json"], json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(
+        paths["json"], json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
+    )
     writer = SummaryWriter(str(out_dir))
     try:
         writer.add_image("smoothing/plot", image, 0, dataformats="HWC")
@@ -206,14 +209,3 @@ def write_report(records: Sequence[dict], out_dir: str | os.PathLike) -> dict:
     finally:
         writer.close()
     return paths
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise

@@ -28,6 +28,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "EvalConfig",
     "LossConfig",
     "ModelConfig",
     "OptimizerConfig",
@@ -46,6 +47,7 @@ _CHOICES = {
     "loss.backend": ("auto", "torch", "triton"),
     "optimizer.type": ("adamw", "sgd"),
     "runtime.amp": ("off", "fp16", "bf16"),
+    "eval.mode": ("whole", "slide"),
 }
 _MINIMUM = {
     "data.in_channels": 1,
@@ -60,6 +62,8 @@ _MINIMUM = {
     "schedule.log_interval": 1,
     "runtime.num_threads": 0,
     "runtime.vis_samples": 0,
+    "eval.calibration_bins": 1,
+    "optimizer.max_nonfinite_steps": 1,
 }
 _IN_UNIT_INTERVAL = (
     "data.hflip",
@@ -143,6 +147,7 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float | None = None
     ema_decay: float | None = None
+    max_nonfinite_steps: int = 20
 
 
 @dataclass
@@ -171,6 +176,19 @@ class RuntimeConfig:
     deterministic: bool = False
     num_threads: int = 0
     vis_samples: int = 2
+    sync_bn: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """How validation and tools/test.py predict: whole image or sliding window, flip, scales."""
+
+    mode: str = "whole"
+    crop_size: list[int] = field(default_factory=list)
+    stride: list[int] = field(default_factory=list)
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    calibration_bins: int = 15
 
 
 @dataclass
@@ -183,6 +201,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def _lookup(cfg: Config, key: str) -> Any:
@@ -247,6 +266,24 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     device_ok = _DEVICE_RE.fullmatch(cfg.runtime.device) is not None
     yield "runtime.device", device_ok, "use auto, cpu, cuda or cuda:N"
     yield "runtime.seed", 0 <= cfg.runtime.seed < 2**32, "use a value in [0, 2**32)"
+    yield from _eval_checks(cfg)
+
+
+def _eval_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
+    """(key, ok, what to do) for the ``eval`` section: window sizes and scales."""
+    crop, stride, scales = cfg.eval.crop_size, cfg.eval.stride, cfg.eval.scales
+    pair = "give [height, width] as two positive ints"
+    crop_ok = len(crop) in (0, 2) and all(size > 0 for size in crop)
+    yield "eval.crop_size", crop_ok, f"{pair}, or [] to use data.crop_size"
+    stride_ok = len(stride) in (0, 2) and all(step > 0 for step in stride)
+    yield "eval.stride", stride_ok, f"{pair}, or [] for two thirds of the window"
+    window = crop or cfg.data.crop_size
+    pairs = len(stride) == 2 and len(window) == 2
+    fits = not pairs or (stride[0] <= window[0] and stride[1] <= window[1])
+    advice = f"a step larger than the window ({window}) skips pixels; use at most the window"
+    yield "eval.stride", fits, advice
+    scales_ok = len(scales) > 0 and all(0 < scale < float("inf") for scale in scales)
+    yield "eval.scales", scales_ok, "give one or more finite factors > 0, e.g. [0.75, 1.0, 1.25]"
 
 
 def _problems(cfg: Config) -> list[tuple[str, str]]:

@@ -18,19 +18,20 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segls import checkpoint, runtime
+from segls import checkpoint, distributed, faults, runtime
 from segls.batches import InfiniteLoader, build_loaders
 from segls.config import Config, dump, to_dict
 from segls.data import sample as sample_data
+from segls.inference import InferenceSettings, predict_logits, settings_from_config
 from segls.logger import RunLogger, TrainWindow, progress
 from segls.losses import LabelSmoothSoftmaxCE
-from segls.metrics import SegMetrics, format_table
-from segls.models import build_model, forward_padded
+from segls.metrics import CalibrationMetrics, SegMetrics, format_table
+from segls.models import build_model
 from segls.optim import build_ema, build_optimizer, build_scheduler
+from segls.plots import reliability_diagram
 from segls.visualize import panel
 
 __all__ = [
@@ -80,9 +81,13 @@ def train_one_iter(
 
     With float16 the `scaler` scales the loss; a step whose gradients overflowed is skipped
     by the scaler, which then lowers its scale, so ``skipped`` is read from that decrease.
-    Gradients are unscaled before clipping so `grad_clip` is a norm of the true gradients.
+    Otherwise a step whose loss or gradients hold inf/NaN on any rank is skipped
+    (`segls.faults.nonfinite`). A skipped step leaves the model as it was, BatchNorm
+    statistics included. Gradients are unscaled before clipping so `grad_clip` is a norm of
+    the true gradients.
     """
     model.train()
+    buffers = faults.snapshot_buffers(model)
     with _autocast(images.device, amp_dtype):
         logits = model(images)
     loss = criterion(logits, labels)
@@ -93,23 +98,29 @@ def train_one_iter(
         scaler.unscale_(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    scale_before = scaler.get_scale() if scaler.is_enabled() else 1.0
-    scaler.step(optimizer)
-    scaler.update()
-    skipped = scaler.is_enabled() and scaler.get_scale() < scale_before
+    if scaler.is_enabled():
+        scale_before = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        skipped = scaler.get_scale() < scale_before
+    else:
+        skipped = faults.nonfinite(loss, optimizer, grad_norm)
+        if not skipped:
+            optimizer.step()
+    if skipped:
+        faults.restore_buffers(model, buffers)
     return {"loss": loss.detach(), "grad_norm": grad_norm, "skipped": skipped}
 
 
 def _predict(
-    model: nn.Module, images: torch.Tensor, size: torch.Size, amp_dtype: torch.dtype | None
+    model: nn.Module,
+    images: torch.Tensor,
+    size: torch.Size,
+    amp_dtype: torch.dtype | None,
+    settings: InferenceSettings | None = None,
 ) -> torch.Tensor:
-    """Float32 logits for `images` of any size, resized to `size` (the labels' H×W)."""
-    with _autocast(images.device, amp_dtype):
-        logits = forward_padded(model, images)
-    logits = logits.float()
-    if logits.shape[-2:] != size:
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-    return logits
+    """Float32 logits for `images` of any size at `size` (the labels' H×W), as `settings` say."""
+    return predict_logits(model, images, size, settings, amp_dtype)
 
 
 @torch.no_grad()
@@ -121,22 +132,31 @@ def evaluate(
     device: torch.device,
     amp: str | torch.dtype | None = "off",
     criterion: nn.Module | None = None,
+    calibration_bins: int = 15,
+    settings: InferenceSettings | None = None,
 ) -> dict:
-    """Scores over `loader` (see `segls.metrics.scores_from_confusion`) plus ``"loss"``.
+    """Scores over `loader`: `segls.metrics.scores_from_confusion`'s, calibration and loss.
 
-    ``loss`` is the criterion's mean over every valid pixel of the set (each batch weighted
-    by its loss denominator), NaN without a criterion. The model is left in eval mode.
+    Calibration (``ECE``, ``NLL``, ``Brier`` and the per-bin ``calibration`` table over
+    `calibration_bins` bins) is `segls.metrics.CalibrationMetrics`'. ``loss`` is the
+    criterion's mean over every valid pixel of the set (each batch weighted by its loss
+    denominator), NaN without a criterion. `settings` is the inference mode (`segls.inference`;
+    default: the whole image). The model is left in eval mode. In a process group every
+    rank must call this on its own shard of the set (`segls.batches.ShardSampler`): the
+    counts and sums of all ranks are added up, so all ranks return the whole set's scores.
     """
     amp_dtype = runtime.amp_dtype(amp, device) if isinstance(amp, str) else amp
     model.eval()
     metrics = SegMetrics(num_classes, ignore_index)
+    calibration = CalibrationMetrics(calibration_bins, ignore_index)
     loss_sum, loss_denominator = 0.0, 0.0
     bar = progress(len(loader), "val", leave=False)
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        logits = _predict(model, images, labels.shape[-2:], amp_dtype)
+        logits = _predict(model, images, labels.shape[-2:], amp_dtype, settings)
         metrics.update(logits, labels)
+        calibration.update(logits, labels)
         if criterion is not None:
             valid_mask = labels != ignore_index
             weight = getattr(criterion, "weight", None)
@@ -148,25 +168,12 @@ def evaluate(
             loss_denominator += float(denominator)
         bar.update(1)
     bar.close()
-    scores = metrics.compute()
+    scores = metrics.compute(sync=True)
+    scores.update(calibration.compute(sync=True))
+    loss_sum, loss_denominator = distributed.all_reduce_sum([loss_sum, loss_denominator])
     has_loss = criterion is not None and loss_denominator > 0
     scores["loss"] = loss_sum / loss_denominator if has_loss else math.nan
     return scores
-
-
-def _resume_path(work_dir: Path, resume: str | Path | bool | None) -> Path | None:
-    """The checkpoint to resume from: None, the work dir's latest.pth (True), or a path."""
-    if resume is None or resume is False:
-        return None
-    if resume is True:
-        latest = work_dir / "latest.pth"
-        if not latest.is_file():
-            raise checkpoint.CheckpointError(
-                f"cannot resume: {latest} does not exist; start without --resume, "
-                "or pass the checkpoint to resume from"
-            )
-        return latest
-    return Path(resume)
 
 
 def _ensure_sample(data_cfg, logger: RunLogger) -> None:
@@ -186,7 +193,8 @@ def _sample_panels(
     with torch.no_grad():
         for index in range(min(cfg.runtime.vis_samples, len(dataset))):
             image, label = dataset[index]
-            logits = _predict(model, image[None].to(device), label.shape[-2:], amp_dtype)
+            images = image[None].to(device)
+            logits = _predict(model, images, label.shape[-2:], amp_dtype, settings_from_config(cfg))
             prediction = logits.argmax(dim=1)[0].cpu()
             panels.append(
                 panel(
@@ -215,15 +223,19 @@ def _evaluate_and_record(
 ) -> dict:
     """`evaluate`, then print the table and (if `record`) log scores and image panels."""
     scores = evaluate(
-        model, loader, cfg.data.num_classes, cfg.data.ignore_index, device, amp_dtype, criterion
-    )
+        model, loader, cfg.data.num_classes, cfg.data.ignore_index, device, amp_dtype, criterion,
+        calibration_bins=cfg.eval.calibration_bins, settings=settings_from_config(cfg),
+    )  # fmt: skip
     class_names = loader.dataset.class_names
     logger.info(
         f"eval at iter {iteration}: val loss {scores['loss']:.4f}\n"
         + format_table(scores, class_names)
     )
-    if record:
+    if record and distributed.is_main():
         logger.evaluation(iteration, scores, class_names)
+        title = f"val reliability, iter {iteration} (ECE {100 * scores['ECE']:.2f}%)"
+        diagram = reliability_diagram(scores["calibration"], title)
+        logger.image("val/reliability", diagram, iteration)
         panels = _sample_panels(model, loader.dataset, cfg, device, amp_dtype)
         for index, image in enumerate(panels):
             logger.image(f"val/sample_{index}", image, iteration)
@@ -241,9 +253,9 @@ def _train_values(
     values = {"train/lr": lr, **window.summary()}
     if step["grad_norm"] is not None:
         values["train/grad_norm"] = float(step["grad_norm"])
+    values["train/skipped_steps"] = window.skipped
     if scaler.is_enabled():
         values["train/grad_scale"] = scaler.get_scale()
-        values["train/skipped_steps"] = window.skipped
     if device.type == "cuda":
         values["train/peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return values
@@ -252,29 +264,40 @@ def _train_values(
 def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = None) -> dict:
     """Train as `cfg` says, recording into `work_dir`; returns the final validation scores.
 
-    `resume` is None (fresh run), True (the work dir's latest.pth) or a checkpoint path; the
-    run then continues at the checkpoint's iteration with all states restored.
+    `resume` is None (fresh run), True (the work dir's latest.pth, or the newest intact
+    checkpoint there, see `segls.checkpoint.resume_state`) or a checkpoint path; the run then
+    continues at the checkpoint's iteration with all states restored. Under torchrun every
+    process trains a DDP replica (`segls.distributed`) and only rank 0 writes. Non-finite
+    steps, SIGTERM and Ctrl-C are handled as `segls.faults` describes.
     """
     work_dir = Path(work_dir)
-    resume_path = _resume_path(work_dir, resume)
+    resume_path, state, resume_note = checkpoint.resume_state(work_dir, resume)
     device = runtime.configure(cfg.runtime)
     amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
     memory_format = torch.channels_last if cfg.runtime.channels_last else torch.preserve_format
     sched = cfg.schedule
 
-    start_iter = 0
-    if resume_path is not None:
-        state = checkpoint.load(resume_path)
-        start_iter = checkpoint.check_training_state(state, resume_path)
-    logger = RunLogger(work_dir, start_iter)
+    start_iter = 0 if state is None else int(state["iter"])
+    context = distributed.setup(device)
+    device = context.device
+    logger = RunLogger(work_dir, start_iter, active=context.is_main)
+    stop = faults.StopSignals()
     try:
+        if resume_note:
+            logger.info(resume_note)
         if resume_path is None and (work_dir / "latest.pth").exists():
             logger.info(f"{work_dir} holds a previous run; starting afresh (--resume continues)")
-        _ensure_sample(cfg.data, logger)
-        train_loader, val_loader = build_loaders(cfg)
+        if context.is_main:
+            _ensure_sample(cfg.data, logger)
+            for path in checkpoint.remove_stale_temp_files(work_dir):
+                logger.info(f"removed {path}, left by a save that was interrupted")
+        distributed.barrier()
+        train_loader, val_loader = build_loaders(cfg, context.rank, context.world_size)
         model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
         model = model.to(device, memory_format=memory_format)
-        train_model = torch.compile(model) if cfg.runtime.compile else model
+        model = distributed.convert_sync_bn(model, cfg.runtime.sync_bn, context)
+        train_model = distributed.wrap_ddp(model, context)
+        train_model = torch.compile(train_model) if cfg.runtime.compile else train_model
         criterion = build_criterion(cfg).to(device)
         optimizer = build_optimizer(model, cfg.optimizer)
         scheduler = build_scheduler(optimizer, sched)
@@ -293,21 +316,36 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
         if ema is not None and resume_path is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
         eval_model = model if ema is None else ema.module
-        batches = InfiniteLoader(train_loader, cfg.runtime.seed, start_iter)
+        batches = InfiniteLoader(train_loader, cfg.runtime.seed, start_iter, context.rank)
         if resume_path is not None:
             runtime.set_rng_state(state["rng"])
-        dump(cfg, work_dir / "config.yaml")
+        if context.is_main:
+            dump(cfg, work_dir / "config.yaml")
         config_dict = to_dict(cfg)
+        processes = f" x {context.world_size} processes" if context.world_size > 1 else ""
         logger.info(
-            f"training {cfg.model.arch}/{cfg.model.encoder} on {device} (amp {cfg.runtime.amp}) "
-            f"for {sched.max_iters} iters, {len(train_loader.dataset)} train / "
+            f"training {cfg.model.arch}/{cfg.model.encoder} on {device}{processes} (amp "
+            f"{cfg.runtime.amp}) for {sched.max_iters} iters, {len(train_loader.dataset)} train / "
             f"{len(val_loader.dataset)} val images; work dir {work_dir}"
         )
+        guard = faults.NonFiniteGuard(cfg.optimizer.max_nonfinite_steps, logger.info)
+
+        def save(paths: list[Path], iteration: int) -> None:
+            """Write the training state after `iteration` to `paths` (rank 0 writes)."""
+            faults.check_finite_weights(model, iteration)
+            if context.is_main:
+                state = checkpoint.training_state(
+                    model, optimizer, scheduler, scaler, iteration, best_miou, config_dict, ema
+                )
+                for path in paths:
+                    checkpoint.save_atomic(state, path)
+                    logger.info(f"saved {path}")
 
         scores = None
         window = TrainWindow()
         bar = progress(sched.max_iters, "train", initial=start_iter)
         run_start = time.perf_counter()
+        stop.install()
         for iteration in range(start_iter + 1, sched.max_iters + 1):
             images, labels = next(batches)
             images = images.to(device, non_blocking=True, memory_format=memory_format)
@@ -321,6 +359,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
             if ema is not None:
                 ema.update_parameters(model)
             window.add(step["loss"], images.shape[0], step["skipped"])
+            guard.update(iteration, step["loss"], step["skipped"])
             bar.update(1)
             is_last = iteration == sched.max_iters
             if iteration % sched.log_interval == 0 or is_last:
@@ -333,6 +372,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
             to_save = []
             if iteration % sched.eval_interval == 0 or is_last:
                 eval_start = time.perf_counter()
+                distributed.broadcast_buffers(eval_model)  # rank 0's, as the checkpoint has
                 scores = _evaluate_and_record(
                     eval_model, val_loader, cfg, device, amp_dtype, criterion, logger, iteration
                 )
@@ -343,12 +383,13 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
             if iteration % sched.checkpoint_interval == 0 or is_last:
                 to_save.append(work_dir / "latest.pth")
             if to_save:
-                state = checkpoint.training_state(
-                    model, optimizer, scheduler, scaler, iteration, best_miou, config_dict, ema
-                )
-                for path in to_save:
-                    checkpoint.save_atomic(state, path)
-                    logger.info(f"saved {path}")
+                save(to_save, iteration)
+            signum = stop.requested()
+            if signum:
+                latest = work_dir / "latest.pth"
+                saved = latest in to_save
+                raise faults.interrupt(signum, iteration, save, latest, logger.info, saved)
+        stop.uninstall()
         bar.close()
         if scores is None:
             scores = _evaluate_and_record(
@@ -362,4 +403,6 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
         )
         return scores
     finally:
+        stop.uninstall()
         logger.close()
+        distributed.cleanup(context)

@@ -17,6 +17,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from segls import distributed
+
 __all__ = ["RunLogger", "TrainWindow", "format_duration", "json_safe", "progress"]
 
 _TRAIN_FIELDS = {
@@ -48,9 +50,13 @@ def json_safe(value: object) -> object:
 
 
 def progress(total: int, desc: str, initial: int = 0, leave: bool = True) -> tqdm:
-    """A progress bar with rate and ETA on stderr; hidden when stderr is not a terminal."""
+    """A progress bar with rate and ETA on stderr; hidden when stderr is not a terminal.
+
+    Only rank 0 of a multi-process run shows bars.
+    """
+    disable = None if distributed.is_main() else True
     return tqdm(
-        total=total, initial=initial, desc=desc, leave=leave, disable=None, dynamic_ncols=True
+        total=total, initial=initial, desc=desc, leave=leave, disable=disable, dynamic_ncols=True
     )
 
 
@@ -101,13 +107,17 @@ class RunLogger:
 
     TensorBoard events and metrics.jsonl rows after `start_iter` (left by an interrupted
     run, or by an earlier run in the same directory) are dropped, so the records read as one
-    continuous run.
+    continuous run. An inactive logger (`active` False: the ranks other than 0 of a
+    multi-process run) writes and prints nothing.
     """
 
-    def __init__(self, work_dir: str | Path, start_iter: int = 0) -> None:
+    def __init__(self, work_dir: str | Path, start_iter: int = 0, active: bool = True) -> None:
         self.work_dir = Path(work_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.active = active
         self.metrics_path = self.work_dir / "metrics.jsonl"
+        if not active:
+            return
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         self._trim_metrics(start_iter)
         _wait_for_a_later_second(self.work_dir)
         self._log_file = open(self.work_dir / "train.log", "a", encoding="utf-8")  # noqa: SIM115
@@ -115,6 +125,8 @@ class RunLogger:
 
     def info(self, message: str) -> None:
         """Print `message` (above any progress bar) and append it to train.log."""
+        if not self.active:
+            return
         tqdm.write(message, file=sys.stdout)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         for line in message.splitlines() or [""]:
@@ -123,6 +135,8 @@ class RunLogger:
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Add TensorBoard scalars; NaN values (undefined scores) are left out."""
+        if not self.active:
+            return
         for tag, value in values.items():
             if value is not None and math.isfinite(value):
                 self.writer.add_scalar(tag, value, step)
@@ -138,11 +152,16 @@ class RunLogger:
 
     def image(self, tag: str, image: torch.Tensor, step: int) -> None:
         """Add a uint8 H×W×3 image to TensorBoard."""
+        if not self.active:
+            return
         self.writer.add_image(tag, image, step, dataformats="HWC")
 
     def evaluation(self, step: int, scores: dict, class_names: list[str]) -> None:
         """Record one evaluation's scores: val/* scalars and a metrics.jsonl row."""
-        summary = {key: scores[key] for key in ("loss", "mIoU", "mAcc", "aAcc", "mDice")}
+        if not self.active:
+            return
+        keys = ("loss", "mIoU", "mAcc", "aAcc", "mDice", "ECE", "NLL", "Brier")
+        summary = {key: scores[key] for key in keys if key in scores}
         values = {f"val/{key}": value for key, value in summary.items()}
         for name, iou in zip(class_names, scores["IoU"], strict=True):
             values[f"val/IoU/{name}"] = iou
@@ -154,6 +173,8 @@ class RunLogger:
 
     def close(self) -> None:
         """Flush and close the files."""
+        if not self.active:
+            return
         self.writer.close()
         self._log_file.close()
 

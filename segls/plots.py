@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from segls.atomic import write_atomic
 
 __all__ = ["line_charts", "reliability_diagram", "save_png"]
 
@@ -41,9 +42,15 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
 
 
-def _label(value: float) -> str:
-    """A tick value as short text."""
-    return f"{value:.3g}"
+def _labels(ticks: Sequence[float]) -> list[str]:
+    """Tick values as text, all with the decimals their spacing needs (0.25 -> 2 places)."""
+    if len(ticks) < 2:
+        return [f"{value:g}" for value in ticks]
+    step = abs(ticks[1] - ticks[0])
+    decimals = 0
+    while decimals < 6 and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:
+        decimals += 1
+    return [f"{value:.{decimals}f}" for value in ticks]
 
 
 class _Axes:
@@ -64,14 +71,14 @@ class _Axes:
     def frame(self, title: str, xlabel: str, ylabel: str, xticks, yticks) -> None:
         """Grid lines, the box, tick labels, axis labels and the title."""
         draw, font = self.draw, self.font
-        for y in yticks:
+        for y, text in zip(yticks, _labels(yticks), strict=True):
             _, py = self.point(self.xlim[0], y)
             draw.line([(self.left, py), (self.right, py)], fill=_GRID)
-            draw.text((self.left - 6, py), _label(y), fill=_INK, font=font, anchor="rm")
-        for x in xticks:
+            draw.text((self.left - 6, py), text, fill=_INK, font=font, anchor="rm")
+        for x, text in zip(xticks, _labels(xticks), strict=True):
             px, _ = self.point(x, self.ylim[0])
             draw.line([(px, self.bottom), (px, self.bottom + 4)], fill=_INK)
-            draw.text((px, self.bottom + 6), _label(x), fill=_INK, font=font, anchor="mt")
+            draw.text((px, self.bottom + 6), text, fill=_INK, font=font, anchor="mt")
         draw.rectangle([self.left, self.top, self.right, self.bottom], outline=_INK)
         middle = (self.left + self.right) / 2
         draw.text((middle, self.bottom + 24), xlabel, fill=_INK, font=font, anchor="mt")
@@ -152,9 +159,17 @@ def line_charts(
     """
     if not panels:
         raise ValueError("line_charts needs at least one panel")
-    panel_width, height = 420, 360
+    panel_width, height, top = 420, 390, 80
     image = Image.new("RGB", (panel_width * len(panels), height), _BACKGROUND)
     draw, font = ImageDraw.Draw(image), _font(13)
+    draw.text((image.width / 2, 8), title, fill=_INK, font=font, anchor="mt")
+    names = list(dict.fromkeys(name for series in panels.values() for name in series))
+    colours = {name: _SERIES[number % len(_SERIES)] for number, name in enumerate(names)}
+    legend_x = 70
+    for name in names:  # one legend for all panels, in a row under the title
+        draw.ellipse([legend_x, 32, legend_x + 8, 40], fill=colours[name])
+        draw.text((legend_x + 12, 36), name, fill=colours[name], font=font, anchor="lm")
+        legend_x += 24 + draw.textlength(name, font=font)
     xs = [float(v) for v in x]
     xlim = (min(xs), max(xs)) if xs else (0.0, 1.0)
     pad = 0.05 * ((xlim[1] - xlim[0]) or 1.0)
@@ -165,32 +180,23 @@ def line_charts(
         margin = 0.1 * ((high - low) or abs(high) or 1.0)
         ylim = (low - margin, high + margin)
         offset = index * panel_width
-        axes = _Axes(draw, (offset + 70, 50, offset + panel_width - 20, height - 60), xlim, ylim,
-                     font)  # fmt: skip
-        axes.frame(title if index == 0 else "", xlabel, ylabel, _ticks(*xlim), _ticks(*ylim))
-        for number, (name, ys) in enumerate(series.items()):
-            colour = _SERIES[number % len(_SERIES)]
+        box = (offset + 70, top, offset + panel_width - 20, height - 60)
+        axes = _Axes(draw, box, xlim, ylim, font)
+        axes.frame("", xlabel, ylabel, _ticks(*xlim), _ticks(*ylim))
+        for name, ys in series.items():
             points = [
                 axes.point(xv, yv)
                 for xv, yv in zip(xs, ys, strict=True)
                 if yv is not None and math.isfinite(yv)
             ]
             if len(points) > 1:
-                draw.line(points, fill=colour, width=2)
+                draw.line(points, fill=colours[name], width=2)
             for px, py in points:
-                draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
-            draw.text((axes.left + 8, axes.top + 6 + 16 * number), name, fill=colour, font=font)
+                draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colours[name])
     return _to_tensor(image)
 
 
 def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
-    """Write a uint8 H×W×3 tensor as a PNG, atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(image.numpy()).save(temp, format="PNG")
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    """Write a uint8 H×W×3 tensor as a PNG, atomically (`segls.atomic.write_atomic`)."""
+    picture = Image.fromarray(image.numpy())
+    write_atomic(path, lambda handle: picture.save(handle, format="PNG"))

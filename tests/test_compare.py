@@ -115,7 +115,7 @@ def test_write_report_writes_table_json_plot_and_tensorboard(tmp_path):
     assert report["summary"][0]["NLL"] is None  # no NLL recorded: null, not NaN
     assert paths["markdown"].read_text().startswith("| ε | runs |")
     plot = np.asarray(Image.open(paths["plot"]))
-    assert plot.shape == (360, 2 * 420, 3)  # two panels: mIoU and ECE
+    assert plot.shape == (390, 2 * 420, 3)  # two panels: mIoU and ECE
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(out), size_guidance={"scalars": 0, "images": 0})
@@ -175,7 +175,7 @@ def test_reliability_diagram_draws_each_bins_accuracy():
 
 def test_line_charts_and_save_png(tmp_path):
     image = line_charts([0, 0.1], {"a": {"s": [1.0, math.nan]}, "b": {"s": [2.0, 3.0]}}, "x")
-    assert image.shape == (360, 840, 3)
+    assert image.shape == (390, 840, 3)
     save_png(image, tmp_path / "p.png")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "p.png")), image.numpy())
     with pytest.raises(ValueError, match="at least one panel"):

@@ -252,6 +252,15 @@ def test_evaluate_scores_and_loss_against_torch_cross_entropy():
     expected = F.cross_entropy(logits, labels, ignore_index=255, label_smoothing=0.1)
     assert scores["loss"] == pytest.approx(expected.item(), rel=1e-5)
     assert not model.training
+    # Calibration, by hand: every pixel's top probability is e^4 / (e^4 + 2), so all pixels
+    # share one bin and ECE = |accuracy - that confidence|; NLL is -ln of it when right and
+    # -ln(1 / (e^4 + 2)) when wrong.
+    confidence = math.exp(4) / (math.exp(4) + 2)
+    accuracy = np.trace(cm) / cm.sum()
+    assert scores["ECE"] == pytest.approx(abs(accuracy - confidence), rel=1e-5)
+    nll = accuracy * -math.log(confidence) + (1 - accuracy) * math.log(math.exp(4) + 2)
+    assert scores["NLL"] == pytest.approx(nll, rel=1e-5)
+    assert sum(scores["calibration"]["count"]) == cm.sum()
 
 
 def test_evaluate_without_criterion_reports_nan_loss_and_accepts_bf16():
@@ -277,7 +286,7 @@ def read_metrics(work_dir: Path) -> list[dict]:
 
 
 def test_train_writes_records_and_checkpoints_then_resumes(dataset_root, tmp_path, capsys):
-    cfg = tiny_config(dataset_root)
+    cfg = tiny_config(dataset_root, eval={"calibration_bins": 5})
     work_dir = tmp_path / "run"
     scores = engine.train(cfg, work_dir)
     assert {"aAcc", "mIoU", "mAcc", "mDice", "IoU", "loss"} <= scores.keys()
@@ -288,6 +297,8 @@ def test_train_writes_records_and_checkpoints_then_resumes(dataset_root, tmp_pat
     assert rows[-1]["mIoU"] == pytest.approx(scores["mIoU"])
     assert rows[-1]["class_names"] == CLASS_NAMES
     assert {"loss", "aAcc", "mIoU", "mAcc", "mDice", "IoU", "Acc", "Dice"} <= rows[0].keys()
+    assert {"ECE", "NLL", "Brier", "calibration"} <= rows[0].keys()
+    assert len(rows[0]["calibration"]["count"]) == 5  # eval.calibration_bins
 
     latest = checkpoint.load(work_dir / "latest.pth")
     best = checkpoint.load(work_dir / "best.pth")
@@ -299,13 +310,13 @@ def test_train_writes_records_and_checkpoints_then_resumes(dataset_root, tmp_pat
     events = read_events(work_dir)
     scalar_tags = set(events.Tags()["scalars"])
     expected_tags = {"train/loss", "train/lr", "train/images_per_s", "val/loss", "val/mIoU"}
-    expected_tags |= {"val/mAcc", "val/aAcc", "val/mDice"}
+    expected_tags |= {"val/mAcc", "val/aAcc", "val/mDice", "val/ECE", "val/NLL", "val/Brier"}
     assert expected_tags <= scalar_tags
     assert any(tag.startswith("val/IoU/") for tag in scalar_tags)
     assert {f"val/IoU/{name}" for name in CLASS_NAMES} >= {
         tag for tag in scalar_tags if tag.startswith("val/IoU/")
     }
-    assert {"val/sample_0", "val/sample_1"} <= set(events.Tags()["images"])
+    assert {"val/sample_0", "val/sample_1", "val/reliability"} <= set(events.Tags()["images"])
     image = events.Images("val/sample_0")[-1]
     assert image.height == 32 and image.width == 3 * 32 + 2 * 4
     assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3, 4]

@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 import tifffile
 
+from segls.atomic import write_bytes_atomic
+
 SAMPLE_ROOT = Path("data/scratch_assay")
 SOURCE_PACKAGE = "ndev_sampledata"
 SOURCE_FILE = "scratch-assay-labeled-10T-2Ch.tiff"
@@ -133,19 +135,9 @@ def frame_mask(stack: np.ndarray, t: int) -> np.ndarray:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, FILE_MODE)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically, readable by all (mode 0o644, whatever the umask)."""
+    write_bytes_atomic(path, data)
+    os.chmod(path, FILE_MODE)
 
 
 def encode_tiff(image: np.ndarray) -> bytes:
