@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+
+from segls.streaming import StreamingSum
 
 __all__ = ["CalibrationMetrics", "calibration_from_stats", "calibration_stats"]
 
@@ -158,48 +159,31 @@ class CalibrationMetrics:
         _check_num_bins(num_bins)
         self.num_bins = num_bins
         self.ignore_index = ignore_index
-        self.device = torch.device(device) if device is not None else None
-        self._stats: torch.Tensor | None = None
+        self._sums = StreamingSum((3 * num_bins + 2,), torch.float64, device)
+
+    @property
+    def device(self) -> torch.device | None:
+        """Where the sums are kept (None: on the device of the first batch)."""
+        return self._sums.device
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one batch of N×C×H×W logits and N×H×W labels."""
-        batch = calibration_stats(logits, labels, self.num_bins, self.ignore_index)
-        if self._stats is None:
-            self._stats = torch.zeros_like(batch, device=self.device or batch.device)
-        self._stats += batch.to(self._stats.device)
+        self._sums.add(calibration_stats(logits, labels, self.num_bins, self.ignore_index))
 
     def reset(self) -> None:
         """Forget all sums."""
-        self._stats = None
+        self._sums.reset()
 
     @property
     def stats(self) -> torch.Tensor:
         """A copy of this process's sums (layout of `calibration_stats`)."""
-        if self._stats is None:
-            return self._zeros(self.device or torch.device("cpu"))
-        return self._stats.clone()
+        return self._sums.value
 
     def reduce_across_processes(self) -> torch.Tensor:
         """The sums over all processes (all_reduce SUM); every rank must call it."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self.stats
-        if self._stats is not None:
-            summed = self._stats.clone()
-        else:
-            backend_is_nccl = dist.get_backend() == "nccl"
-            summed = self._zeros(
-                torch.device("cuda", torch.cuda.current_device())
-                if backend_is_nccl
-                else self.device or torch.device("cpu")
-            )
-        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
-        return summed
+        return self._sums.reduce_across_processes()
 
     def compute(self, sync: bool = False) -> dict:
         """Scores (see `calibration_from_stats`) of the local sums, or all ranks' if `sync`."""
         stats = self.reduce_across_processes() if sync else self.stats
         return calibration_from_stats(stats, self.num_bins)
-
-    def _zeros(self, device: torch.device) -> torch.Tensor:
-        """Empty sums on `device`."""
-        return torch.zeros(3 * self.num_bins + 2, dtype=torch.float64, device=device)

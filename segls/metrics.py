@@ -1,8 +1,9 @@
 """Semantic-segmentation metrics: a confusion matrix and the scores computed from it.
 
-This module imports torch and the standard library only, so other codebases can use it alone.
-The maths are pure functions (`confusion_matrix`, `scores_from_confusion`); `SegMetrics` only
-adds them up over batches and, when asked, across processes.
+This module imports torch, the standard library and torch-only segls modules, so other
+codebases can use it alone. The maths are pure functions (`confusion_matrix`,
+`scores_from_confusion`); `SegMetrics` only adds them up over batches and, when asked, across
+processes (`segls.streaming.StreamingSum`).
 Calibration scores (ECE, NLL, Brier; see `segls.calibration`) are re-exported here.
 
 Definitions, for class c with confusion matrix ``cm`` (rows = label, columns = prediction),
@@ -25,9 +26,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 
 from segls.calibration import CalibrationMetrics, calibration_from_stats, calibration_stats
+from segls.streaming import StreamingSum
 
 __all__ = [
     "CalibrationMetrics",
@@ -161,26 +162,25 @@ class SegMetrics:
         _check_num_classes(num_classes)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.device = torch.device(device) if device is not None else None
-        self._matrix: torch.Tensor | None = None
+        self._counts = StreamingSum((num_classes, num_classes), torch.int64, device)
+
+    @property
+    def device(self) -> torch.device | None:
+        """Where the counts are kept (None: on the device of the first batch)."""
+        return self._counts.device
 
     def update(self, preds: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one batch: class indices or N×C×H×W logits, and labels (see `confusion_matrix`)."""
-        batch_cm = confusion_matrix(preds, labels, self.num_classes, self.ignore_index)
-        if self._matrix is None:
-            self._matrix = torch.zeros_like(batch_cm, device=self.device or batch_cm.device)
-        self._matrix += batch_cm.to(self._matrix.device)
+        self._counts.add(confusion_matrix(preds, labels, self.num_classes, self.ignore_index))
 
     def reset(self) -> None:
         """Forget all counts."""
-        self._matrix = None
+        self._counts.reset()
 
     @property
     def confusion(self) -> torch.Tensor:
         """A copy of this process's int64 C×C counts (rows = label, columns = prediction)."""
-        if self._matrix is None:
-            return self._zeros(self.device or torch.device("cpu"))
-        return self._matrix.clone()
+        return self._counts.value
 
     def reduce_across_processes(self) -> torch.Tensor:
         """The counts summed over all processes (all_reduce SUM); the local counts stay as they are.
@@ -188,30 +188,12 @@ class SegMetrics:
         Every rank must call it, including ranks that saw no batch. Without an initialised
         process group (or with one process) it returns a copy of the local counts.
         """
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self.confusion
-        if self._matrix is not None:
-            summed = self._matrix.clone()
-        else:
-            summed = self._zeros(self.device or _collective_device())
-        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
-        return summed
+        return self._counts.reduce_across_processes()
 
     def compute(self, sync: bool = False) -> dict:
         """Scores (see `scores_from_confusion`) of the local counts, or of all ranks' if `sync`."""
         cm = self.reduce_across_processes() if sync else self.confusion
         return scores_from_confusion(cm)
-
-    def _zeros(self, device: torch.device) -> torch.Tensor:
-        """An empty count matrix on `device`."""
-        return torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=device)
-
-
-def _collective_device() -> torch.device:
-    """The device the default process group's backend communicates tensors on."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _percent(value: float) -> str:
