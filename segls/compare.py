@@ -19,8 +19,8 @@ from pathlib import Path
 
 from segls import checkpoint, config
 from segls.atomic import write_text_atomic
-from segls.logger import json_safe
 from segls.plots import line_charts, save_png
+from segls.predictions import write_json_atomic
 
 __all__ = ["collect", "markdown_table", "run_dir_name", "run_grid", "summarise", "write_report"]
 
@@ -195,9 +195,7 @@ def write_report(records: Sequence[dict], out_dir: str | os.PathLike) -> dict:
     table = markdown_table(summary)
     write_text_atomic(paths["markdown"], table + "\n")
     report = {"runs": list(records), "summary": summary}
-    write_text_atomic(
-        paths["json"], json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
-    )
+    write_json_atomic(paths["json"], report)
     writer = SummaryWriter(str(out_dir))
     try:
         writer.add_image("smoothing/plot", image, 0, dataformats="HWC")

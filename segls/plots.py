@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from segls.atomic import write_atomic
+from segls.atomic import write_bytes_atomic
+from segls.predictions import encode_png
 
 __all__ = ["line_charts", "reliability_diagram", "save_png"]
 
@@ -198,5 +199,4 @@ def line_charts(
 
 def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
     """Write a uint8 H×W×3 tensor as a PNG, atomically (`segls.atomic.write_atomic`)."""
-    picture = Image.fromarray(image.numpy())
-    write_atomic(path, lambda handle: picture.save(handle, format="PNG"))
+    write_bytes_atomic(path, encode_png(image.numpy()))
