@@ -17,6 +17,7 @@ from torch import nn
 
 from segls import runtime
 from segls.atomic import write_atomic
+from segls.weights import key_differences
 
 __all__ = [
     "FORMAT_VERSION",
@@ -286,12 +287,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> str:
     weights, source = _weights_in(load(path), path)
     target = unwrap_model(model)
     expected = target.state_dict()
-    missing = [key for key in expected if key not in weights]
-    unexpected = [key for key in weights if key not in expected]
+    missing, unexpected, mis_shaped = key_differences(expected, weights)
     shapes = [
-        f"{key} {tuple(weights[key].shape)} in the checkpoint, {tuple(value.shape)} in the model"
-        for key, value in expected.items()
-        if key in weights and tuple(weights[key].shape) != tuple(value.shape)
+        f"{key} {tuple(weights[key].shape)} in the checkpoint, "
+        f"{tuple(expected[key].shape)} in the model"
+        for key in mis_shaped
     ]
     problems = [
         f"{label} ({len(items)}): {_listed(items)}"

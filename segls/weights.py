@@ -174,6 +174,23 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight[:, reuse] * (trained_channels / in_channels)
 
 
+def key_differences(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, mis-shaped) keys of state dict `given` against `expected`.
+
+    Missing and mis-shaped keys are in `expected`'s order, unexpected ones in `given`'s.
+    """
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    mis_shaped = [
+        key
+        for key, value in expected.items()
+        if key in given and tuple(given[key].shape) != tuple(value.shape)
+    ]
+    return missing, unexpected, mis_shaped
+
+
 def load_strict(
     encoder: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, encoder_name: str
 ) -> None:
@@ -188,12 +205,11 @@ def load_strict(
             and file_shape[:1] + file_shape[2:] == model_shape[:1] + model_shape[2:]
         ):
             state_dict[first_conv] = adapt_first_conv(state_dict[first_conv], model_shape[1])
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
+    missing, unexpected, mis_shaped = key_differences(expected, state_dict)
+    missing, unexpected = sorted(missing), sorted(unexpected)
     wrong_shape = [
         f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in expected
-        if key in state_dict and state_dict[key].shape != expected[key].shape
+        for key in mis_shaped
     ]
     problems = [
         f"{len(keys)} {what} (e.g. {', '.join(keys[:4])})"
