@@ -61,24 +61,19 @@ def build_loaders(cfg: Config, rank: int = 0, world_size: int = 1) -> tuple[Data
     With several ranks each gets its part of every training epoch (``data.batch_size`` is per
     rank) and its own shard of the validation set (`ShardSampler`).
     """
-    seed = cfg.runtime.seed
-    train_set = build_dataset(cfg.data, cfg.data.train_split, train=True, seed=seed)
+    seed, data = cfg.runtime.seed, cfg.data
+    train_seed = augmentation_seed(seed, rank)
+    train_set = build_dataset(data, data.train_split, train=True, seed=train_seed)
     sampler = DistributedSampler(
         train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
     )
     train_loader = build_dataloader(
-        cfg.data,
-        cfg.data.train_split,
-        train=True,
-        seed=augmentation_seed(seed, rank),
-        sampler=sampler,
+        data, data.train_split, train=True, seed=train_seed, sampler=sampler, dataset=train_set
     )
-    val_sampler = None
-    if world_size > 1:
-        val_set = build_dataset(cfg.data, cfg.data.val_split, train=False, seed=seed)
-        val_sampler = ShardSampler(len(val_set), rank, world_size)
+    val_set = build_dataset(data, data.val_split, train=False, seed=seed)
+    val_sampler = ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
     val_loader = build_dataloader(
-        cfg.data, cfg.data.val_split, train=False, seed=seed, sampler=val_sampler
+        data, data.val_split, train=False, seed=seed, sampler=val_sampler, dataset=val_set
     )
     for loader in (train_loader, val_loader):
         loader.worker_init_fn = functools.partial(_init_worker, loader.worker_init_fn)

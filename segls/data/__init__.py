@@ -58,13 +58,16 @@ def build_dataloader(
     train: bool,
     seed: int = 0,
     sampler: Sampler | None = None,
+    dataset: SegDataset | None = None,
 ) -> DataLoader:
-    """DataLoader over ``build_dataset(data_cfg, split, train)``.
+    """DataLoader over `dataset`, by default ``build_dataset(data_cfg, split, train, seed)``.
 
     Training: ``batch_size``, shuffled (unless a sampler is given), last partial batch
-    dropped, workers seeded from ``seed``. Validation: ``val_batch_size``, in order.
+    dropped, workers seeded from ``seed``. Validation: ``val_batch_size``, in order. Pass
+    `dataset` when it is built already (e.g. to make the `sampler` from it).
     """
-    dataset = build_dataset(data_cfg, split, train, seed=seed)
+    if dataset is None:
+        dataset = build_dataset(data_cfg, split, train, seed=seed)
     batch_size = data_cfg.batch_size if train else data_cfg.val_batch_size
     num_items = len(dataset) if sampler is None or not hasattr(sampler, "__len__") else len(sampler)
     if train and num_items < batch_size:
