@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from segls.config import ConfigError
+from segls.streaming import collective_device
 
 __all__ = [
     "Context",
@@ -175,18 +176,11 @@ def broadcast_buffers(model: nn.Module) -> None:
             dist.broadcast(buffer.data, src=0)
 
 
-def _collective_device() -> torch.device:
-    """Where the backend expects tensors: the current GPU for NCCL, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 def all_reduce_sum(values: list[float]) -> list[float]:
     """`values` summed element-wise over all ranks, in float64 (as they are in one process)."""
     if not is_distributed():
         return list(values)
-    summed = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    summed = torch.tensor(values, dtype=torch.float64, device=collective_device())
     dist.all_reduce(summed, op=dist.ReduceOp.SUM)
     return summed.tolist()
 
@@ -195,7 +189,7 @@ def max_across(value: int) -> int:
     """The largest of every rank's `value`."""
     if not is_distributed():
         return value
-    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+    tensor = torch.tensor([value], dtype=torch.int64, device=collective_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor.item())
 
@@ -203,7 +197,7 @@ def max_across(value: int) -> int:
 def any_rank(flag: torch.Tensor) -> bool:
     """Whether a boolean tensor (one element) is true on any rank; one host sync."""
     if is_distributed():
-        flag = flag.to(device=_collective_device(), dtype=torch.int32).reshape(1)
+        flag = flag.to(device=collective_device(), dtype=torch.int32).reshape(1)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())
 

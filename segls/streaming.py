@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["StreamingSum"]
+__all__ = ["StreamingSum", "collective_device"]
 
 
 class StreamingSum:
@@ -60,7 +60,7 @@ class StreamingSum:
         if self._sums is not None:
             summed = self._sums.clone()
         else:
-            summed = self._zeros(self.device or _collective_device())
+            summed = self._zeros(self.device or collective_device())
         dist.all_reduce(summed, op=dist.ReduceOp.SUM)
         return summed
 
@@ -69,7 +69,7 @@ class StreamingSum:
         return torch.zeros(self.shape, dtype=self.dtype, device=device)
 
 
-def _collective_device() -> torch.device:
+def collective_device() -> torch.device:
     """The device the default process group's backend communicates tensors on."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
