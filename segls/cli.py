@@ -13,21 +13,18 @@ import dataclasses
 import os
 import re
 import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from segls import checkpoint
 from segls.config import Config
-from segls.data import sample as sample_data
 from segls.models import build_model
 
 __all__ = [
     "add_inference_arguments",
     "inference_overrides",
     "load_model",
-    "prepare_sample",
     "pull_overrides",
 ]
 
@@ -73,14 +70,6 @@ def inference_overrides(args: argparse.Namespace) -> list[str]:
     if args.amp is not None:
         overrides.append(f"runtime.amp='{args.amp}'")
     return overrides
-
-
-def prepare_sample(cfg: Config) -> None:
-    """Prepare the bundled sample dataset when the config points at it and it is missing."""
-    is_sample = Path(cfg.data.root).resolve() == sample_data.SAMPLE_ROOT.resolve()
-    if is_sample and not sample_data.is_prepared(cfg.data.root):
-        print(f"preparing the bundled sample dataset in {cfg.data.root}")
-        sample_data.ensure_sample(cfg.data.root)
 
 
 def load_model(

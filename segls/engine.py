@@ -176,14 +176,6 @@ def evaluate(
     return scores
 
 
-def _ensure_sample(data_cfg, logger: RunLogger) -> None:
-    """Prepare the bundled sample dataset when the config points at it and it is missing."""
-    is_sample = Path(data_cfg.root).resolve() == sample_data.SAMPLE_ROOT.resolve()
-    if is_sample and not sample_data.is_prepared(data_cfg.root):
-        logger.info(f"preparing the bundled sample dataset in {data_cfg.root}")
-        sample_data.ensure_sample(data_cfg.root)
-
-
 def _sample_panels(
     model: nn.Module, dataset, cfg: Config, device: torch.device, amp_dtype: torch.dtype | None
 ) -> list[torch.Tensor]:
@@ -288,7 +280,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
         if resume_path is None and (work_dir / "latest.pth").exists():
             logger.info(f"{work_dir} holds a previous run; starting afresh (--resume continues)")
         if context.is_main:
-            _ensure_sample(cfg.data, logger)
+            sample_data.prepare_if_bundled(cfg.data.root, logger.info)
             for path in checkpoint.remove_stale_temp_files(work_dir):
                 logger.info(f"removed {path}, left by a save that was interrupted")
         distributed.barrier()

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segls import checkpoint, cli, config, runtime
-from segls.data import DataError, build_dataloader
+from segls.data import DataError, build_dataloader, sample
 from segls.engine import build_criterion, evaluate
 from segls.inference import InferenceSettings, predict_logits, settings_from_config
 from segls.logger import progress
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
     settings = settings_from_config(cfg)
     model, weights = cli.load_model(cfg, args.checkpoint, device)
-    cli.prepare_sample(cfg)
+    sample.prepare_if_bundled(cfg.data.root)
     loader = build_dataloader(cfg.data, cfg.data.val_split, train=False, seed=cfg.runtime.seed)
     data = cfg.data
     scores = evaluate(

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -240,6 +240,16 @@ def ensure_sample(root: str | Path = SAMPLE_ROOT) -> Path:
     if is_prepared(root):
         return root
     return prepare_scratch_assay(root, overwrite=True)
+
+
+def prepare_if_bundled(root: str | Path, log: Callable[[str], object] = print) -> None:
+    """Prepare the sample in `root` if `root` is the bundled sample's place and it is missing.
+
+    Training and tools/test.py call this, so configs that point at the sample work at once.
+    """
+    if Path(root).resolve() == SAMPLE_ROOT.resolve() and not is_prepared(root):
+        log(f"preparing the bundled sample dataset in {root}")
+        ensure_sample(root)
 
 
 def channel_stats(
