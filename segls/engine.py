@@ -62,11 +62,6 @@ def build_criterion(cfg: Config) -> LabelSmoothSoftmaxCE:
     )
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    """Autocast to `dtype` on `device`'s type; a no-op context for None (float32)."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
 def train_one_iter(
     model: nn.Module,
     criterion: nn.Module,
@@ -88,7 +83,7 @@ def train_one_iter(
     """
     model.train()
     buffers = faults.snapshot_buffers(model)
-    with _autocast(images.device, amp_dtype):
+    with runtime.autocast(images.device, amp_dtype):
         logits = model(images)
     loss = criterion(logits, labels)
     optimizer.zero_grad(set_to_none=True)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segls.models import forward_padded
+from segls.runtime import autocast
 
 __all__ = [
     "MODES",
@@ -142,9 +143,7 @@ def _pad_bottom_right(images: torch.Tensor, height: int, width: int) -> torch.Te
 
 def _forward(model: nn.Module, images: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:
     """Float32 logits of one pass at the images' own size, under autocast to `amp_dtype`."""
-    with torch.autocast(
-        images.device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
-    ):
+    with autocast(images.device, amp_dtype):
         logits = forward_padded(model, images)
     return logits.float()
 

@@ -25,6 +25,7 @@ from segls.config import ConfigError
 __all__ = [
     "AMP_DTYPES",
     "amp_dtype",
+    "autocast",
     "configure",
     "derived_seed",
     "get_rng_state",
@@ -80,6 +81,11 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
             "use runtime.amp=fp16 or runtime.amp=off"
         )
     return dtype
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to `dtype` on `device`'s type (from `amp_dtype`); a no-op for None (float32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def set_determinism(enabled: bool) -> None:
