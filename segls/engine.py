@@ -107,17 +107,6 @@ def train_one_iter(
     return {"loss": loss.detach(), "grad_norm": grad_norm, "skipped": skipped}
 
 
-def _predict(
-    model: nn.Module,
-    images: torch.Tensor,
-    size: torch.Size,
-    amp_dtype: torch.dtype | None,
-    settings: InferenceSettings | None = None,
-) -> torch.Tensor:
-    """Float32 logits for `images` of any size at `size` (the labels' H×W), as `settings` say."""
-    return predict_logits(model, images, size, settings, amp_dtype)
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -149,7 +138,7 @@ def evaluate(
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        logits = _predict(model, images, labels.shape[-2:], amp_dtype, settings)
+        logits = predict_logits(model, images, labels.shape[-2:], settings, amp_dtype)
         metrics.update(logits, labels)
         calibration.update(logits, labels)
         if criterion is not None:
@@ -176,12 +165,13 @@ def _sample_panels(
 ) -> list[torch.Tensor]:
     """Input | ground truth | prediction panels of the first ``runtime.vis_samples`` images."""
     panels = []
+    settings = settings_from_config(cfg)
     model.eval()
     with torch.no_grad():
         for index in range(min(cfg.runtime.vis_samples, len(dataset))):
             image, label = dataset[index]
             images = image[None].to(device)
-            logits = _predict(model, images, label.shape[-2:], amp_dtype, settings_from_config(cfg))
+            logits = predict_logits(model, images, label.shape[-2:], settings, amp_dtype)
             prediction = logits.argmax(dim=1)[0].cpu()
             panels.append(
                 panel(
