@@ -21,6 +21,7 @@ from pathlib import Path
 from segls import compare, config
 from segls.checkpoint import CheckpointError
 from segls.data import DataError
+from segls.faults import NonFiniteError, TrainingInterrupted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,5 +62,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
 if __name__ == "__main__":
     try:
         main()
-    except (config.ConfigError, CheckpointError, DataError, FileNotFoundError) as error:
+    except (
+        config.ConfigError,
+        CheckpointError,
+        DataError,
+        NonFiniteError,
+        FileNotFoundError,
+    ) as error:
         sys.exit(f"error: {error}")
+    except TrainingInterrupted as stop:  # the run's latest.pth is written: rerun to go on
+        print(stop, file=sys.stderr)
+        sys.exit(stop.exit_code)
