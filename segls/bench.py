@@ -32,7 +32,7 @@ import torch
 
 from segls import __version__, runtime
 from segls.config import Config, ConfigError
-from segls.engine import build_criterion, train_one_iter
+from segls.engine import build_criterion, build_objective, train_one_iter
 from segls.models import build_model
 from segls.optim import build_optimizer, build_scheduler
 
@@ -232,7 +232,7 @@ def run_variant(
     model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
     model = model.to(device, memory_format=memory_format)
     train_model = torch.compile(model) if variant.compile else model
-    criterion = build_criterion(cfg).to(device)
+    criterion = build_objective(cfg, build_criterion(cfg).to(device))
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.schedule)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)

@@ -54,6 +54,7 @@ _MINIMUM = {
     "data.batch_size": 1,
     "data.val_batch_size": 1,
     "data.num_workers": 0,
+    "loss.lovasz_weight": 0,
     "optimizer.weight_decay": 0,
     "schedule.max_iters": 1,
     "schedule.power": 0,
@@ -126,7 +127,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Settings of the label-smoothing softmax cross-entropy."""
+    """Settings of the label-smoothing softmax cross-entropy (and an optional Lovász term)."""
 
     lb_smooth: float = 0.1
     lb_pos: float | None = None
@@ -134,6 +135,7 @@ class LossConfig:
     class_weight: list[float] | None = None
     backend: str = "auto"
     check_labels: bool = True
+    lovasz_weight: float = 0.0
 
 
 @dataclass

@@ -27,7 +27,7 @@ from segls.config import Config, dump, to_dict
 from segls.data import sample as sample_data
 from segls.inference import InferenceSettings, predict_logits, settings_from_config
 from segls.logger import RunLogger, TrainWindow, progress
-from segls.losses import LabelSmoothSoftmaxCE
+from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
 from segls.metrics import CalibrationMetrics, SegMetrics, format_table
 from segls.models import build_model
 from segls.optim import build_ema, build_optimizer, build_scheduler
@@ -36,6 +36,7 @@ from segls.visualize import panel
 
 __all__ = [
     "build_criterion",
+    "build_objective",
     "build_optimizer",
     "build_scheduler",
     "evaluate",
@@ -60,6 +61,16 @@ def build_criterion(cfg: Config) -> LabelSmoothSoftmaxCE:
         check_labels=loss_cfg.check_labels,
         backend=loss_cfg.backend,
     )
+
+
+def build_objective(cfg: Config, criterion: LabelSmoothSoftmaxCE) -> nn.Module:
+    """What training minimises: the criterion, plus ``loss.lovasz_weight`` × Lovász-softmax.
+
+    Evaluation reports the criterion alone, so validation losses stay comparable across runs.
+    """
+    if cfg.loss.lovasz_weight > 0:
+        return PlusLovasz(criterion, cfg.loss.lovasz_weight, cfg.data.ignore_index)
+    return criterion
 
 
 def train_one_iter(
@@ -276,6 +287,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
         train_model = distributed.wrap_ddp(model, context)
         train_model = torch.compile(train_model) if cfg.runtime.compile else train_model
         criterion = build_criterion(cfg).to(device)
+        objective = build_objective(cfg, criterion)
         optimizer = build_optimizer(model, cfg.optimizer)
         scheduler = build_scheduler(optimizer, sched)
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
@@ -329,7 +341,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
             labels = labels.to(device, non_blocking=True)
             lr = optimizer.param_groups[0]["lr"]
             step = train_one_iter(
-                train_model, criterion, images, labels, optimizer, scaler, amp_dtype,
+                train_model, objective, images, labels, optimizer, scaler, amp_dtype,
                 cfg.optimizer.grad_clip,
             )  # fmt: skip
             scheduler.step()
