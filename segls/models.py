@@ -64,9 +64,30 @@ def build_model(model_cfg: Any, in_channels: int, num_classes: int) -> nn.Module
         classes=num_classes,
         **kwargs,
     )
+    check_no_empty_layers(model, arch_class.__name__, kwargs)
     if model_cfg.encoder_weights is not None:
         weights.load_encoder_weights(model.encoder, model_cfg.encoder_weights, encoder_name)
     return model
+
+
+def check_no_empty_layers(model: nn.Module, arch: str, kwargs: dict) -> None:
+    """Raise naming the layers that kwargs left without channels (they fail only at forward).
+
+    E.g. smp's scSE attention divides a block's channels by 16, so
+    ``decoder_attention_type='scse'`` with a decoder width of 8 builds a 0-channel conv.
+    """
+    empty = [
+        f"{name} ({layer.in_channels} -> {layer.out_channels} channels)"
+        for name, layer in model.named_modules()
+        if isinstance(layer, nn.modules.conv._ConvNd)
+        and 0 in (layer.in_channels, layer.out_channels)
+    ]
+    if empty:
+        shown = "; ".join(empty[:3]) + (f"; and {len(empty) - 3} more" if len(empty) > 3 else "")
+        raise ValueError(
+            f"smp.{arch} with model.kwargs {kwargs} has layers without channels: {shown}. "
+            "Widen the layers that model.kwargs sets (e.g. decoder_channels)"
+        )
 
 
 def _suggest(name: str, candidates: list[str]) -> str:

@@ -160,6 +160,16 @@ def test_bad_kwargs_are_named(kwargs, named):
         build_model(cfg(**kwargs), 3, 2)
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_kwargs_that_leave_a_layer_without_channels_are_named_at_build_time():
+    # smp's scSE block has a conv from C to C // 16 channels: 0 for the decoder width 8.
+    kwargs = {"decoder_channels": [32, 16, 8], "encoder_depth": 3, "decoder_attention_type": "scse"}
+    with pytest.raises(ValueError, match=r"without channels: decoder\.blocks\.2\..*8 -> 0"):
+        build_model(cfg(**kwargs), 3, 2)
+    kwargs["decoder_channels"] = [32, 16, 16]
+    assert build_model(cfg(**kwargs), 3, 2)(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
 @pytest.mark.parametrize("encoder_weights", ["imagenet", "ssl", "noisy-student"])
 def test_named_weights_fail_at_once_without_network(encoder_weights, no_network, unet_calls):
     with pytest.raises(ValueError, match="would need a download") as err:
