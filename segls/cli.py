@@ -13,19 +13,23 @@ import dataclasses
 import os
 import re
 import sys
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from segls import checkpoint
+from segls import checkpoint, config, runtime
 from segls.config import Config
+from segls.inference import InferenceSettings, settings_from_config
 from segls.models import build_model
 
 __all__ = [
+    "InferenceSetup",
     "add_inference_arguments",
     "inference_overrides",
     "load_model",
     "pull_overrides",
+    "setup_inference",
 ]
 
 _OVERRIDE_RE = re.compile(r"[A-Za-z_]\w*(\.\w+)+=")
@@ -85,3 +89,24 @@ def load_model(
     model = build_model(model_cfg, cfg.data.in_channels, cfg.data.num_classes)
     source = checkpoint.load_weights(model, checkpoint_path)
     return model.to(device).eval(), source
+
+
+class InferenceSetup(NamedTuple):
+    """What tools/test.py and tools/infer.py build from their arguments before predicting."""
+
+    cfg: Config
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    settings: InferenceSettings
+    model: nn.Module
+    weights: str
+
+
+def setup_inference(args: argparse.Namespace) -> InferenceSetup:
+    """Config (with overrides and inference flags), device, amp, inference mode and model."""
+    cfg = config.load(args.config, [*args.overrides, *inference_overrides(args)])
+    device = runtime.configure(cfg.runtime)
+    amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
+    settings = settings_from_config(cfg)
+    model, weights = load_model(cfg, args.checkpoint, device)
+    return InferenceSetup(cfg, device, amp_dtype, settings, model, weights)

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segls import checkpoint, cli, config, runtime
+from segls import checkpoint, cli, config
 from segls.config import Config
 from segls.data import DataError, build_transform, read_image, resolve_classes
 from segls.data.io import IMAGE_EXTS
-from segls.inference import InferenceSettings, predict_logits, settings_from_config
+from segls.inference import InferenceSettings, predict_logits
 from segls.logger import progress
 from segls.predictions import encode_png, mask_array, overlay, unique_names, write_bytes_atomic
 
@@ -145,11 +145,7 @@ def _described(path: Path, reason: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Segment the inputs; returns the exit code (1 when any input failed)."""
     args = parse_args(argv)
-    cfg = config.load(args.config, [*args.overrides, *cli.inference_overrides(args)])
-    device = runtime.configure(cfg.runtime)
-    amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
-    settings = settings_from_config(cfg)
-    model, weights = cli.load_model(cfg, args.checkpoint, device)
+    cfg, device, amp_dtype, settings, model, weights = cli.setup_inference(args)
     files, failed = collect_images(args.inputs)
     out_dir = Path(args.out)
     predictor = Predictor(

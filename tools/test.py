@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segls import checkpoint, cli, config, runtime
+from segls import checkpoint, cli, config
 from segls.data import DataError, build_dataloader, sample
 from segls.engine import build_criterion, evaluate
-from segls.inference import InferenceSettings, predict_logits, settings_from_config
+from segls.inference import InferenceSettings, predict_logits
 from segls.logger import progress
 from segls.metrics import format_table
 from segls.plots import reliability_diagram, save_png
@@ -92,11 +92,7 @@ def save_masks(
 def main(argv: list[str] | None = None) -> dict:
     """Evaluate CHECKPOINT as the arguments say; print, write and return the scores."""
     args = parse_args(argv)
-    cfg = config.load(args.config, [*args.overrides, *cli.inference_overrides(args)])
-    device = runtime.configure(cfg.runtime)
-    amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
-    settings = settings_from_config(cfg)
-    model, weights = cli.load_model(cfg, args.checkpoint, device)
+    cfg, device, amp_dtype, settings, model, weights = cli.setup_inference(args)
     sample.prepare_if_bundled(cfg.data.root)
     loader = build_dataloader(cfg.data, cfg.data.val_split, train=False, seed=cfg.runtime.seed)
     data = cfg.data
