@@ -28,6 +28,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["back", "ring", "core"]
 
 
+# Every random transform on, for tests that must reproduce augmented runs exactly.
+AUGMENTING = {
+    "crop_size": [24, 24],
+    "scale_range": [0.75, 1.25],
+    "hflip": 0.5,
+    "vflip": 0.5,
+    "photometric": 0.5,
+}
+
+
 def write_dataset(root: Path, num_train: int = 4, num_val: int = 2, size: int = 32) -> Path:
     """A folder-format dataset of 2-channel uint16 TIFFs with 3-class masks (row 0 ignored)."""
     rng = np.random.default_rng(0)
@@ -348,16 +358,9 @@ class Interrupted(Exception):
 def test_resume_continues_exactly_as_an_uninterrupted_run(
     dataset_root, tmp_path, monkeypatch, ema_decay
 ):
-    augmenting = {
-        "crop_size": [24, 24],
-        "scale_range": [0.75, 1.25],
-        "hflip": 0.5,
-        "vflip": 0.5,
-        "photometric": 0.5,
-    }
     cfg = tiny_config(
         dataset_root,
-        data=augmenting,
+        data=AUGMENTING,
         schedule={"max_iters": 6, "eval_interval": 3, "checkpoint_interval": 3},
         runtime={"deterministic": True, "vis_samples": 0},
         optimizer={"ema_decay": ema_decay},

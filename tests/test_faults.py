@@ -23,7 +23,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_distributed import finish, free_port, output_of, start, torchrun_env
-from test_engine import load_cli, tiny_config, write_dataset
+from test_engine import AUGMENTING, load_cli, tiny_config, write_dataset
 from torch import nn
 
 from segls import checkpoint, config, engine, faults
@@ -31,13 +31,6 @@ from segls.batches import InfiniteLoader
 from segls.data import SegDataset
 from segls.losses import LabelSmoothSoftmaxCE
 
-AUGMENTING = {
-    "crop_size": [24, 24],
-    "scale_range": [0.75, 1.25],
-    "hflip": 0.5,
-    "vflip": 0.5,
-    "photometric": 0.5,
-}
 MAX_ITERS = 14
 KILL_PAUSES = {"step": 0.1, "eval": 0.2, "save": 0.3}
 
@@ -149,16 +142,21 @@ def assert_same_run(work_dir: Path, reference: Path) -> None:
     assert metrics[0] == metrics[1]
 
 
+def deterministic_config(base: Path, **schedule) -> config.Config:
+    """A tiny augmenting, deterministic config on a dataset written under `base`."""
+    return tiny_config(
+        write_dataset(base / "data"),
+        data=AUGMENTING,
+        schedule=schedule,
+        runtime={"deterministic": True, "vis_samples": 0},
+    )
+
+
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
     """The uninterrupted run that the interrupted ones must reproduce exactly."""
     base = tmp_path_factory.mktemp("faults")
-    cfg = tiny_config(
-        write_dataset(base / "data"),
-        data=AUGMENTING,
-        schedule={"max_iters": MAX_ITERS, "eval_interval": 3, "checkpoint_interval": 2},
-        runtime={"deterministic": True, "vis_samples": 0},
-    )
+    cfg = deterministic_config(base, max_iters=MAX_ITERS, eval_interval=3, checkpoint_interval=2)
     config_path = base / "tiny.yaml"
     config.dump(cfg, config_path)
     work_dir = base / "straight"
@@ -300,12 +298,7 @@ class Interrupted(Exception):
 def six_iters(tmp_path_factory):
     """A dataset, a 6-iteration deterministic config, and its uninterrupted run."""
     base = tmp_path_factory.mktemp("fallback")
-    cfg = tiny_config(
-        write_dataset(base / "data"),
-        data=AUGMENTING,
-        schedule={"max_iters": 6, "eval_interval": 2, "checkpoint_interval": 2},
-        runtime={"deterministic": True, "vis_samples": 0},
-    )
+    cfg = deterministic_config(base, max_iters=6, eval_interval=2, checkpoint_interval=2)
     engine.train(cfg, base / "straight")
     return cfg, base / "straight"
 
