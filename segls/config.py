@@ -53,6 +53,7 @@ _MINIMUM = {
     "data.in_channels": 1,
     "data.batch_size": 1,
     "data.val_batch_size": 1,
+    "data.repeat": 1,
     "data.num_workers": 0,
     "loss.lovasz_weight": 0,
     "optimizer.weight_decay": 0,
@@ -111,6 +112,7 @@ class DataConfig:
     photometric: float = 0.0
     batch_size: int = 8
     val_batch_size: int = 1
+    repeat: int = 1
     num_workers: int = 2
     cache: bool = False
 

@@ -312,9 +312,11 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
             dump(cfg, work_dir / "config.yaml")
         config_dict = to_dict(cfg)
         processes = f" x {context.world_size} processes" if context.world_size > 1 else ""
+        repeat = f" (x{cfg.data.repeat} per epoch)" if cfg.data.repeat > 1 else ""
         logger.info(
             f"training {cfg.model.arch}/{cfg.model.encoder} on {device}{processes} (amp "
-            f"{cfg.runtime.amp}) for {sched.max_iters} iters, {len(train_loader.dataset)} train / "
+            f"{cfg.runtime.amp}) for {sched.max_iters} iters, "
+            f"{len(train_loader.dataset.image_paths)} train{repeat} / "
             f"{len(val_loader.dataset)} val images; work dir {work_dir}"
         )
         guard = faults.NonFiniteGuard(cfg.optimizer.max_nonfinite_steps, logger.info)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from segls.config import DataConfig
+from segls.config import Config, DataConfig, validate
 from segls.data import DataError, LabelMapper, build_dataloader, build_dataset
 
 IGNORE = 255
@@ -340,8 +340,32 @@ def test_val_loader_in_order_with_val_batch_size(tmp_path):
 
 def test_train_loader_rejects_batch_larger_than_split(tmp_path):
     make_folder(tmp_path, stems=("a",))
-    with pytest.raises(DataError, match="batch_size"):
+    with pytest.raises(DataError, match=r"1 samples per epoch.*batch_size=4.*data\.repeat"):
         build_dataloader(make_cfg(tmp_path, batch_size=4), "train", train=True)
+
+
+def test_repeat_lists_each_training_image_k_times_with_fresh_crops(tmp_path):
+    make_folder(tmp_path, stems=("a", "b"))
+    cfg = make_cfg(tmp_path, repeat=3, batch_size=6, crop_size=[4, 4], scale_range=[1.0, 1.0])
+    dataset = build_dataset(cfg, "train", train=True, seed=0)
+    assert len(dataset) == 6
+    val = build_dataset(cfg, "train", train=False)
+    assert len(val) == 2, "validation never repeats"
+    # Item i is image i % 2: every 4×4 crop of item 3 is a window of image "b" (unaugmented).
+    full_b = val[1][0]
+    crops = [dataset[i][0] for i in (1, 3, 5)]
+    windows = {
+        (y, x) for y in range(3) for x in range(4) for crop in crops
+        if torch.equal(crop, full_b[:, y : y + 4, x : x + 4])
+    }  # fmt: skip
+    assert len(windows) >= 2, "the repeats of an image should be different random crops"
+    ((images, labels),) = batches(build_dataloader(cfg, "train", train=True, seed=0))
+    assert images.shape == (6, 3, 4, 4) and labels.shape == (6, 4, 4)
+
+
+def test_repeat_below_one_is_a_config_error(tmp_path):
+    with pytest.raises(ValueError, match="data.repeat"):
+        validate(Config(data=make_cfg(tmp_path, repeat=0)))
 
 
 def test_workers_get_distinct_augmentation_streams(tmp_path):

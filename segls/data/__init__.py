@@ -72,8 +72,9 @@ def build_dataloader(
     num_items = len(dataset) if sampler is None or not hasattr(sampler, "__len__") else len(sampler)
     if train and num_items < batch_size:
         raise DataError(
-            f"split {split!r} of {data_cfg.root} gives {num_items} images, fewer than "
-            f"data.batch_size={batch_size}, so every batch would be dropped; lower data.batch_size"
+            f"split {split!r} of {data_cfg.root} gives {num_items} samples per epoch, fewer than "
+            f"data.batch_size={batch_size}, so every batch would be dropped; lower "
+            "data.batch_size, or raise data.repeat to draw several crops of each image per epoch"
         )
     generator = torch.Generator()
     generator.manual_seed(seed)

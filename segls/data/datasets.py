@@ -105,7 +105,8 @@ class SegDataset(Dataset):
     """Image/mask pairs read from disk; item i -> (float32 C×H×W image, int64 H×W label).
 
     With ``cache`` the decoded image and mapped label stay in memory after the first read
-    (one cache per DataLoader worker process).
+    (one cache per DataLoader worker process). With ``repeat`` = k the dataset lists every
+    image k times (item i is image ``i % n``), so an epoch draws k random crops of each.
     """
 
     def __init__(
@@ -118,9 +119,12 @@ class SegDataset(Dataset):
         class_names: list[str],
         palette: list[list[int]],
         cache: bool = False,
+        repeat: int = 1,
     ) -> None:
         if len(image_paths) != len(label_paths):
             raise ValueError(f"{len(image_paths)} images but {len(label_paths)} label paths")
+        if repeat < 1:
+            raise ValueError(f"repeat={repeat} must be at least 1")
         self.image_paths = list(image_paths)
         self.label_paths = list(label_paths)
         self.transform = transform
@@ -129,13 +133,15 @@ class SegDataset(Dataset):
         self.class_names = class_names
         self.palette = palette
         self.cache = cache
+        self.repeat = int(repeat)
         self._cached: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
-        return len(self.image_paths)
+        return len(self.image_paths) * self.repeat
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decoded H×W×C image (stored dtype) and mapped H×W label, checked, before transforms."""
+        index %= len(self.image_paths)
         if index in self._cached:
             return self._cached[index]
         image_path, label_path = self.image_paths[index], self.label_paths[index]
@@ -192,4 +198,5 @@ def build_dataset(
         class_names,
         palette,
         cache=bool(data_cfg.cache),
+        repeat=data_cfg.repeat if train else 1,
     )
