@@ -44,6 +44,7 @@ __all__ = [
 _CHOICES = {
     "data.format": ("folder", "voc", "cityscapes", "ade20k"),
     "data.cityscapes_labels": ("labelTrainIds", "labelIds"),
+    "data.scaling": ("dtype", "percentile"),
     "loss.backend": ("auto", "torch", "triton"),
     "optimizer.type": ("adamw", "sgd"),
     "runtime.amp": ("off", "fp16", "bf16"),
@@ -99,6 +100,8 @@ class DataConfig:
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
     in_channels: int = 3
+    scaling: str = "dtype"
+    percentiles: list[float] = field(default_factory=lambda: [1.0, 99.8])
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     ignore_index: int = 255
@@ -231,6 +234,9 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "data.palette", len(data.palette) in (0, classes), f"give {per_class}, or []"
     rgb_ok = all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in data.palette)
     yield "data.palette", rgb_ok, "write each colour as [r, g, b] with values in 0..255"
+    lo, hi = (list(data.percentiles) + [0.0, 0.0])[:2]
+    pct_ok = len(data.percentiles) == 2 and 0 <= lo < hi <= 100
+    yield "data.percentiles", pct_ok, "give [low, high] with 0 <= low < high <= 100, e.g. [1, 99.8]"
     yield "data.mean", len(data.mean) == channels, per_channel
     yield "data.std", len(data.std) == channels, per_channel
     yield "data.std", all(s > 0 for s in data.std), "every std must be > 0"

@@ -363,6 +363,21 @@ def test_repeat_lists_each_training_image_k_times_with_fresh_crops(tmp_path):
     assert images.shape == (6, 3, 4, 4) and labels.shape == (6, 4, 4)
 
 
+def test_percentile_scaling_with_cache_and_repeat_matches_scaling_each_image(tmp_path):
+    make_folder(tmp_path, stems=("a", "b", "c"))
+    # Training items, but with a crop the size of the image and no flips: the whole image.
+    common = dict(scaling="percentile", mean=[0.0] * 3, std=[1.0] * 3, repeat=2)
+    common.update(crop_size=[6, 7], scale_range=[1.0, 1.0], hflip=0.0)
+    plain = build_dataset(make_cfg(tmp_path, **common), "train", train=False)
+    cached = build_dataset(make_cfg(tmp_path, cache=True, **common), "train", train=True)
+    assert len(cached) == 6
+    for index in (0, 1, 2, 4, 3, 5, 1):  # items 3..5 repeat 0..2; repeated reads use the memo
+        image = plain.load(index % 3)[0].astype(np.float64)
+        low, high = np.percentile(image.reshape(-1, 3), [1.0, 99.8], axis=0)
+        by_hand = ((image - low) / (high - low)).transpose(2, 0, 1)
+        np.testing.assert_allclose(cached[index][0].numpy(), by_hand, atol=1e-5)
+
+
 def test_repeat_below_one_is_a_config_error(tmp_path):
     with pytest.raises(ValueError, match="data.repeat"):
         validate(Config(data=make_cfg(tmp_path, repeat=0)))

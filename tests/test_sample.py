@@ -277,3 +277,17 @@ def test_committed_sample_files():
             mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
             assert mask.shape == (210, 576) and mask.dtype == np.uint8
             assert set(np.unique(mask).tolist()) == {0, 1, 2}
+
+
+def test_channel_stats_with_percentile_scaling_match_numpy(tmp_path, source, stack):
+    root = sample.prepare_scratch_assay(tmp_path / "out", source=source)
+    mean, std = sample.channel_stats(root, "train", [1.0, 99.8])
+    scaled = []
+    for t in range(8):  # each frame and channel scaled by its own 1st and 99.8th percentiles
+        for c in range(2):
+            frame = stack[c, t].astype(np.float64)
+            low, high = np.percentile(frame, [1.0, 99.8])
+            scaled.append(((frame - low) / (high - low)).ravel())
+    per_channel = np.stack([np.concatenate(scaled[c::2]) for c in range(2)])
+    np.testing.assert_allclose(mean, per_channel.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(std, per_channel.std(1), rtol=1e-5)

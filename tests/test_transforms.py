@@ -267,3 +267,75 @@ def test_photometric_jitter_is_relative_to_each_channels_own_spread():
             # offset at most 0.5 std, spread changed by at most 30 % (hand-derived bounds)
             assert abs(out[..., c].mean() - mean) <= 0.5 * std + 1e-6
             assert 0.7 * std - 1e-6 <= out[..., c].std() <= 1.3 * std + 1e-6
+
+
+# ---------------------------------------------------------------- percentile scaling
+
+
+def test_percentile_scaling_by_hand_on_a_ramp():
+    # Channel 0 holds 0..100 (numpy's linear percentiles 10 and 90 are 10 and 90), channel 1
+    # the ramp times 7 plus 1000 (bounds 1070 and 1630): both map to (value - 10) / 80.
+    ramp = np.arange(101, dtype=np.uint16).reshape(1, 101)
+    image = np.stack([ramp, ramp * 7 + 1000], axis=-1)
+    cfg = make_cfg(in_channels=2, mean=[0.0, 0.0], std=[1.0, 1.0], scaling="percentile")
+    cfg.percentiles = [10.0, 90.0]
+    tensor, _ = build_transform(cfg, train=False)(image)
+    expected = (np.arange(101) - 10) / 80.0
+    np.testing.assert_allclose(tensor[0, 0].numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(tensor[1, 0].numpy(), expected, atol=1e-6)
+    assert tensor.min() < 0 and tensor.max() > 1, "values beyond the percentiles are kept"
+
+
+def test_percentile_scaling_removes_a_global_gain_and_offset():
+    # The same scene recorded brighter (gain 1.5, offset 200) scales to the same values.
+    rng = np.random.default_rng(0)
+    scene = rng.integers(100, 3000, (20, 30, 2)).astype(np.float64)
+    dim = scene.astype(np.uint16)
+    bright = (scene * 1.5 + 200).astype(np.uint16)
+    cfg = make_cfg(in_channels=2, mean=[0.1, 0.4], std=[0.2, 0.1], scaling="percentile")
+    transform = build_transform(cfg, train=False)
+    a, b = transform(dim)[0], transform(bright)[0]
+    assert torch.allclose(a, b, atol=2e-3)
+    dtype_scaled = build_transform(make_cfg(in_channels=2, mean=[0.1, 0.4], std=[0.2, 0.1]), False)
+    assert not torch.allclose(dtype_scaled(dim)[0], dtype_scaled(bright)[0], atol=2e-3)
+
+
+def test_training_crops_are_scaled_by_the_whole_images_percentiles():
+    # Left half dark, right half bright: a crop inside one half has other percentiles than
+    # the whole image, and must still be scaled by the whole image's.
+    image = np.zeros((16, 32, 1), np.uint16)
+    image[:, :16] = np.arange(16, dtype=np.uint16)[None, :, None] + 100
+    image[:, 16:] = np.arange(16, dtype=np.uint16)[None, :, None] * 50 + 1000
+    label = np.zeros((16, 32), np.uint8)
+    common = dict(in_channels=1, mean=[0.0], std=[1.0], scaling="percentile")
+    low, high = np.percentile(image, [1.0, 99.8])
+    whole = (image[..., 0].astype(np.float64) - low) / (high - low)
+    transform = build_transform(make_cfg(crop_size=[8, 8], **common), train=True, seed=0)
+    for _ in range(10):
+        crop = transform(image, label)[0][0].numpy()
+        windows = [
+            np.abs(whole[y : y + 8, x : x + 8] - crop).max() for y in range(9) for x in range(25)
+        ]
+        assert min(windows) < 1e-5, "the crop is not a window of the whole-image scaling"
+
+
+def test_percentile_scaling_of_a_flat_channel_gives_zeros_not_nan():
+    image = np.full((6, 7, 2), 300, np.uint16)
+    image[..., 1] = np.arange(42, dtype=np.uint16).reshape(6, 7)
+    cfg = make_cfg(in_channels=2, mean=[0.0, 0.0], std=[1.0, 1.0], scaling="percentile")
+    tensor = build_transform(cfg, train=False)(image)[0]
+    assert torch.isfinite(tensor).all()
+    assert torch.equal(tensor[0], torch.zeros(6, 7))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("scaling", "minmax"), ("percentiles", [99.8, 1.0]), ("percentiles", [1.0, 101.0])],
+)
+def test_bad_scaling_settings_are_config_errors(key, value):
+    from segls.config import Config, validate
+
+    data = make_cfg()
+    setattr(data, key, value)
+    with pytest.raises(ValueError, match=f"data.{key}"):
+        validate(Config(data=data))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from segls.config import DataConfig
 from segls.data.sample import SAMPLE_ROOT, SOURCE_FILE, channel_stats, prepare_scratch_assay
+
+PERCENTILES = DataConfig().percentiles
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,8 +34,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{path}  ({path.stat().st_size / 1024:.1f} KiB)")
     total = sum(path.stat().st_size for path in files)
     print(f"wrote {len(files)} files, {total / 2**20:.2f} MiB, to {root}")
-    mean, std = channel_stats(root, "train")
-    print(f"train mean: {[round(v, 4) for v in mean]}  std: {[round(v, 4) for v in std]}")
+    for scaling, percentiles in (("dtype", None), ("percentile", PERCENTILES)):
+        mean, std = channel_stats(root, "train", percentiles)
+        print(
+            f"train mean: {[round(v, 4) for v in mean]}  std: {[round(v, 4) for v in std]}  "
+            f"(data.scaling={scaling})"
+        )
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ class SegDataset(Dataset):
         self.cache = cache
         self.repeat = int(repeat)
         self._cached: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._bounds: dict[int, np.ndarray | None] = {}
 
     def __len__(self) -> int:
         return len(self.image_paths) * self.repeat
@@ -166,7 +167,13 @@ class SegDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.load(index)
-        return self.transform(image, label)
+        index %= len(self.image_paths)
+        bounds = self._bounds.get(index)
+        if bounds is None:
+            bounds = self.transform.bounds(image)
+            if self.cache:
+                self._bounds[index] = bounds
+        return self.transform(image, label, bounds)
 
     def reseed(self, seed: int | None) -> None:
         """Reset the random augmentation stream (called per DataLoader worker)."""

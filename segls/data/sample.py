@@ -22,6 +22,7 @@ import numpy as np
 import tifffile
 
 from segls.atomic import write_bytes_atomic
+from segls.data.transforms import percentile_bounds, scale_by_bounds
 
 SAMPLE_ROOT = Path("data/scratch_assay")
 SOURCE_PACKAGE = "ndev_sampledata"
@@ -253,9 +254,13 @@ def prepare_if_bundled(root: str | Path, log: Callable[[str], object] = print) -
 
 
 def channel_stats(
-    root: str | Path = SAMPLE_ROOT, split: str = "train"
+    root: str | Path = SAMPLE_ROOT, split: str = "train", percentiles: list[float] | None = None
 ) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of a split's images after scaling by the dtype max to [0, 1]."""
+    """Per-channel mean and std of a split's images after scaling them to about [0, 1].
+
+    Scaling as ``data.scaling`` does it: by the dtype max, or with `percentiles` by each
+    image's own per-channel ``[low, high]`` percentiles (`segls.data.transforms`).
+    """
     image_dir = Path(root) / "images" / split
     paths = sorted(image_dir.glob("*.tif"))
     if not paths:
@@ -266,8 +271,12 @@ def channel_stats(
     count = 0
     for path in paths:
         image = tifffile.imread(path)
-        pixels = image.reshape(-1, image.shape[-1]).astype(np.float64)
-        pixels /= np.iinfo(image.dtype).max
+        if percentiles is None:
+            pixels = image.reshape(-1, image.shape[-1]).astype(np.float64)
+            pixels /= np.iinfo(image.dtype).max
+        else:
+            scaled = scale_by_bounds(image, percentile_bounds(image, percentiles))
+            pixels = scaled.reshape(-1, image.shape[-1]).astype(np.float64)
         total = pixels.sum(0) if total is None else total + pixels.sum(0)
         total_sq = (pixels**2).sum(0) if total_sq is None else total_sq + (pixels**2).sum(0)
         count += pixels.shape[0]
