@@ -37,7 +37,8 @@ def poly_warmup_factor(iteration: int, sched_cfg: ScheduleConfig, base_lr: float
 
     ``lr = (base_lr - min_lr) * (1 - iteration / max_iters) ** power + min_lr``; during the
     first ``warmup_iters`` steps it is scaled by a factor rising linearly from
-    ``warmup_ratio`` to 1.
+    ``warmup_ratio`` to 1, and during the last ``cooldown_iters`` steps by a factor falling
+    linearly from 1 to 0 (a warm-up/stable/decay schedule when ``power`` is 0).
     """
     progress_done = min(iteration, sched_cfg.max_iters) / sched_cfg.max_iters
     min_fraction = sched_cfg.min_lr / base_lr if base_lr > 0 else 0.0
@@ -45,6 +46,9 @@ def poly_warmup_factor(iteration: int, sched_cfg: ScheduleConfig, base_lr: float
     if iteration < sched_cfg.warmup_iters:
         ramp = iteration / sched_cfg.warmup_iters
         factor *= sched_cfg.warmup_ratio + (1 - sched_cfg.warmup_ratio) * ramp
+    cooldown_start = sched_cfg.max_iters - sched_cfg.cooldown_iters
+    if sched_cfg.cooldown_iters > 0 and iteration > cooldown_start:
+        factor *= max(sched_cfg.max_iters - iteration, 0) / sched_cfg.cooldown_iters
     return factor
 
 

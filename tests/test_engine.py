@@ -151,6 +151,28 @@ def test_poly_warmup_factor_matches_hand_computed_values():
     assert poly_warmup_factor(4, sched, 1.0) == pytest.approx(0.96)
 
 
+def test_cooldown_ramps_the_last_iterations_linearly_to_zero():
+    # Warm-up 2 of 10 from 0.5, constant (power 0), cool-down over the last 4 steps:
+    # factors 0.5, 0.75, then 1 up to step 6, then (10 - i) / 4 = 0.75, 0.5, 0.25, 0.
+    sched = ScheduleConfig(max_iters=10, warmup_iters=2, warmup_ratio=0.5, power=0.0)
+    sched.cooldown_iters = 4
+    factors = [poly_warmup_factor(i, sched, 1.0) for i in range(11)]
+    assert factors == pytest.approx([0.5, 0.75, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0.0])
+    # With poly decay the two multiply: step 8 of 10, power 1 -> 0.2 * 2/4 = 0.1.
+    sched.power = 1.0
+    assert poly_warmup_factor(8, sched, 1.0) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("cooldown", [-1, 9])
+def test_cooldown_longer_than_the_run_after_warmup_is_a_config_error(cooldown):
+    cfg = config.Config()
+    cfg.schedule = ScheduleConfig(max_iters=10, warmup_iters=2, cooldown_iters=cooldown)
+    with pytest.raises(
+        config.ConfigError, match=r"schedule.cooldown_iters = -?\d+: use 0 up to .* = 8"
+    ):
+        config.validate(cfg)
+
+
 def test_scheduler_sets_the_lr_of_every_group_per_iteration():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
     opt_cfg = config.OptimizerConfig(type="sgd", lr=0.5, weight_decay=0.01)
