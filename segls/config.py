@@ -273,9 +273,10 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "optimizer.ema_decay", ema_ok, "use a decay in (0, 1), e.g. 0.99, or null for no EMA"
     warmup_ok = 0 <= sched.warmup_iters <= sched.max_iters
     yield "schedule.warmup_iters", warmup_ok, f"use 0 up to schedule.max_iters = {sched.max_iters}"
-    ramps_ok = 0 <= sched.cooldown_iters <= sched.max_iters - sched.warmup_iters
-    room = f"use 0 up to schedule.max_iters - schedule.warmup_iters = {sched.max_iters - sched.warmup_iters}"
-    yield "schedule.cooldown_iters", ramps_ok, room
+    after_warmup = sched.max_iters - sched.warmup_iters
+    cooldown_ok = 0 <= sched.cooldown_iters <= after_warmup
+    room = f"use 0 up to schedule.max_iters - schedule.warmup_iters = {after_warmup}"
+    yield "schedule.cooldown_iters", cooldown_ok, room
     yield "schedule.min_lr", 0 <= sched.min_lr <= opt.lr, f"use 0 up to optimizer.lr = {opt.lr}"
     device_ok = _DEVICE_RE.fullmatch(cfg.runtime.device) is not None
     yield "runtime.device", device_ok, "use auto, cpu, cuda or cuda:N"

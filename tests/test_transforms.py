@@ -339,3 +339,10 @@ def test_bad_scaling_settings_are_config_errors(key, value):
     setattr(data, key, value)
     with pytest.raises(ValueError, match=f"data.{key}"):
         validate(Config(data=data))
+
+
+def test_percentile_normalise_refuses_to_scale_a_crop_by_its_own_percentiles():
+    cfg = make_cfg(in_channels=1, mean=[0.0], std=[1.0], scaling="percentile")
+    transform = build_transform(cfg, train=False)
+    with pytest.raises(ValueError, match="whole image's bounds"):
+        transform.normalise(np.zeros((4, 4, 1), np.uint16))

@@ -144,7 +144,7 @@ class SegTransform:
         """Scale to about [0, 1], jitter if drawn, then subtract mean, divide std.
 
         Scaling divides by the dtype max, or with percentile scaling maps `bounds` (the whole
-        image's, see :meth:`bounds`; computed from `image` itself when None) to 0 and 1.
+        image's, see :meth:`bounds`; `image` may be a crop of it) to 0 and 1.
         """
         if image.shape[-1] != self.mean.size:
             raise ValueError(
@@ -155,7 +155,12 @@ class SegTransform:
             scaled = image.astype(np.float32) / np.float32(dtype_max(image.dtype))
             clip = np.issubdtype(image.dtype, np.integer)
         else:
-            scaled = scale_by_bounds(image, self.bounds(image) if bounds is None else bounds)
+            if bounds is None:
+                raise ValueError(
+                    "percentile scaling needs the whole image's bounds (SegTransform.bounds); "
+                    "a crop's own percentiles would scale each crop differently"
+                )
+            scaled = scale_by_bounds(image, bounds)
             clip = False  # values below and above the percentiles are real signal
         if self.photometric > 0 and self.rng.random() < self.photometric:
             scaled = jitter_brightness_contrast(scaled, self.rng, clip=clip)
