@@ -21,16 +21,14 @@ import gc
 import importlib.metadata
 import importlib.util
 import itertools
-import json
 import os
 import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from segls import __version__, runtime
+from segls import __version__, io, runtime
 from segls.config import Config, ConfigError
 from segls.engine import build_criterion, build_objective, train_one_iter
 from segls.models import build_model
@@ -384,6 +382,5 @@ def format_report(env: dict, rows: list[dict]) -> str:
 
 
 def write_json(path: str | os.PathLike, env: dict, rows: list[dict]) -> None:
-    """Write ``{"environment": env, "rows": rows}`` as JSON to `path`."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
+    """Write ``{"environment": env, "rows": rows}`` as JSON to `path`, atomically."""
+    io.write_json(path, {"environment": env, "rows": rows})

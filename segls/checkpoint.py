@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from segls import runtime
-from segls.atomic import write_atomic
 from segls.weights import key_differences
 
 __all__ = [
@@ -25,10 +24,8 @@ __all__ = [
     "check_training_state",
     "load",
     "load_weights",
-    "remove_stale_temp_files",
     "restore_training_state",
     "resume_state",
-    "save_atomic",
     "training_state",
     "unwrap_model",
 ]
@@ -39,41 +36,6 @@ _TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "iter", "best_mio
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable, or does not fit the run resuming from it."""
-
-
-def save_atomic(obj: object, path: str | os.PathLike) -> None:
-    """Write `obj` with ``torch.save`` so that `path` holds either the old or the new file.
-
-    See `segls.atomic.write_atomic`: a temporary file in the same directory, flushed to disk,
-    then one ``os.replace``; a crash mid-write never leaves a truncated `path`.
-    """
-    write_atomic(path, lambda handle: torch.save(obj, handle))
-
-
-def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files of `save_atomic` calls whose process died mid-write.
-
-    Their names carry the writer's pid; files of a process that still runs are kept.
-    """
-    removed = []
-    for path in Path(directory).glob(".*.pth.*.tmp"):
-        pid = path.name.rsplit(".", 3)[-3]
-        if not pid.isdigit() or _process_exists(int(pid)):
-            continue
-        path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
-
-
-def _process_exists(pid: int) -> bool:
-    """Whether a process with `pid` runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

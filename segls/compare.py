@@ -18,9 +18,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from segls import checkpoint, config
-from segls.atomic import write_text_atomic
+from segls.io import write_json, write_text
 from segls.plots import line_charts, save_png
-from segls.predictions import write_json_atomic
 
 __all__ = ["collect", "markdown_table", "run_dir_name", "run_grid", "summarise", "write_report"]
 
@@ -193,9 +192,9 @@ def write_report(records: Sequence[dict], out_dir: str | os.PathLike) -> dict:
     }
     save_png(image, paths["plot"])
     table = markdown_table(summary)
-    write_text_atomic(paths["markdown"], table + "\n")
+    write_text(paths["markdown"], table + "\n")
     report = {"runs": list(records), "summary": summary}
-    write_json_atomic(paths["json"], report)
+    write_json(paths["json"], report)
     writer = SummaryWriter(str(out_dir))
     try:
         writer.add_image("smoothing/plot", image, 0, dataformats="HWC")

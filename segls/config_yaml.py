@@ -11,14 +11,14 @@ string "off" and a class called ``no`` stays a name), and ``1e-3`` is a float, n
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from segls.io import write_text
 
 __all__ = [
     "ConfigError",
@@ -188,21 +188,8 @@ def where_set(sources: dict[str, str], key: str) -> str:
 
 
 def dump_yaml(data: dict, path: str | os.PathLike) -> None:
-    """Write `data` as YAML atomically: a temporary file in the same folder, then os.replace."""
-    path = Path(path)
+    """Write `data` as YAML, atomically (`segls.io.write_text`)."""
     text = yaml.dump(
         data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    write_text(path, text)

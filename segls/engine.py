@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segls import checkpoint, distributed, faults, runtime
+from segls import checkpoint, distributed, faults, io, runtime
 from segls.batches import InfiniteLoader, build_loaders
 from segls.config import Config, dump, to_dict
 from segls.data import sample as sample_data
@@ -277,7 +277,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
             logger.info(f"{work_dir} holds a previous run; starting afresh (--resume continues)")
         if context.is_main:
             sample_data.prepare_if_bundled(cfg.data.root, logger.info)
-            for path in checkpoint.remove_stale_temp_files(work_dir):
+            for path in io.remove_stale_temp_files(work_dir):
                 logger.info(f"removed {path}, left by a save that was interrupted")
         distributed.barrier()
         train_loader, val_loader = build_loaders(cfg, context.rank, context.world_size)
@@ -329,7 +329,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
                     model, optimizer, scheduler, scaler, iteration, best_miou, config_dict, ema
                 )
                 for path in paths:
-                    checkpoint.save_atomic(state, path)
+                    io.write_torch(path, state)
                     logger.info(f"saved {path}")
 
         scores = None

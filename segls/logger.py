@@ -18,8 +18,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from segls import distributed
+from segls.io import append_text, json_safe, write_text
 
-__all__ = ["RunLogger", "TrainWindow", "format_duration", "json_safe", "progress"]
+__all__ = ["RunLogger", "TrainWindow", "format_duration", "progress"]
 
 _TRAIN_FIELDS = {
     "train/loss": "loss {:.4f}",
@@ -36,17 +37,6 @@ def format_duration(seconds: float) -> str:
     """Seconds as H:MM:SS."""
     seconds = max(0, int(round(seconds)))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def json_safe(value: object) -> object:
-    """`value` with NaN/inf floats replaced by None, recursively through lists and dicts."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    return value
 
 
 def progress(total: int, desc: str, initial: int = 0, leave: bool = True) -> tqdm:
@@ -120,7 +110,7 @@ class RunLogger:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._trim_metrics(start_iter)
         _wait_for_a_later_second(self.work_dir)
-        self._log_file = open(self.work_dir / "train.log", "a", encoding="utf-8")  # noqa: SIM115
+        self.log_path = self.work_dir / "train.log"
         self.writer = SummaryWriter(str(self.work_dir), purge_step=start_iter + 1)
 
     def info(self, message: str) -> None:
@@ -129,9 +119,9 @@ class RunLogger:
             return
         tqdm.write(message, file=sys.stdout)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        for line in message.splitlines() or [""]:
-            self._log_file.write(f"{stamp} {line}\n")
-        self._log_file.flush()
+        append_text(
+            self.log_path, "".join(f"{stamp} {line}\n" for line in message.splitlines() or [""])
+        )
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Add TensorBoard scalars; NaN values (undefined scores) are left out."""
@@ -168,15 +158,13 @@ class RunLogger:
         self.scalars(values, step)
         self.writer.flush()
         row = {"iter": step, **json_safe(scores), "class_names": list(class_names)}
-        with open(self.metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row, allow_nan=False) + "\n")
+        append_text(self.metrics_path, json.dumps(row, allow_nan=False) + "\n")
 
     def close(self) -> None:
         """Flush and close the files."""
         if not self.active:
             return
         self.writer.close()
-        self._log_file.close()
 
     def _trim_metrics(self, start_iter: int) -> None:
         """Drop metrics.jsonl rows after `start_iter`; start a new file for a fresh run."""
@@ -190,4 +178,4 @@ class RunLogger:
                         kept.append(line + "\n")
                 except (ValueError, KeyError, TypeError):
                     continue
-        self.metrics_path.write_text("".join(kept), encoding="utf-8")
+        write_text(self.metrics_path, "".join(kept))

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import uuid
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segls.io import write_through_path
 from segls.models import output_stride
 
 __all__ = ["INSTALL_HINT", "PaddedModel", "export_onnx", "require"]
@@ -61,7 +61,7 @@ class PaddedModel(nn.Module):
 def export_onnx(
     model: nn.Module, path: str | os.PathLike, in_channels: int, example_size: int = 64
 ) -> Path:
-    """Write `model` as ONNX to `path` (atomically) with dynamic batch, height and width.
+    """Write `model` as ONNX to `path` (atomically, `segls.io`) with dynamic batch, height and width.
 
     `model` is exported in eval mode on the CPU in float32; `example_size` is the height and
     width of the example input that is traced (any multiple of the stride).
@@ -75,21 +75,20 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1, max=_MAX_SIZE)
     height = torch.export.Dim("height", min=stride, max=_MAX_SIZE)
     width = torch.export.Dim("width", min=stride, max=_MAX_SIZE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = path.parent / f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.onnx"
-    try:
+    shapes = {"images": {0: batch, 2: height, 3: width}}
+
+    def export_to(temp_path: Path) -> None:
         torch.onnx.export(
             wrapped,
             (example,),
             temp_path,
             input_names=["images"],
             output_names=["logits"],
-            dynamic_shapes={"images": {0: batch, 2: height, 3: width}},
+            dynamic_shapes=shapes,
             dynamo=True,
             external_data=False,
             verbose=False,
         )
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
+
+    write_through_path(path, export_to, suffix=".onnx")
     return path

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from segls.atomic import write_bytes_atomic
-from segls.predictions import encode_png
+from segls.io import write_png
 
 __all__ = ["line_charts", "reliability_diagram", "save_png"]
 
@@ -198,5 +197,5 @@ def line_charts(
 
 
 def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
-    """Write a uint8 H×W×3 tensor as a PNG, atomically (`segls.atomic.write_atomic`)."""
-    write_bytes_atomic(path, encode_png(image.numpy()))
+    """Write a uint8 H×W×3 tensor as a PNG, atomically (`segls.io.write_png`)."""
+    write_png(path, image)

@@ -1,56 +1,20 @@
-"""Predictions on disk: class-index PNGs, colour overlays, JSON, unique names, atomic writes.
+"""Predictions for people: class-index masks, colour overlays, unique file names.
 
-Shared by ``tools/test.py`` and ``tools/infer.py``. Every file is written to a temporary
-file beside its destination and renamed into place, so a crash never leaves half a file.
+Shared by ``tools/test.py`` and ``tools/infer.py``, which write them through `segls.io`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from segls.atomic import write_bytes_atomic
-from segls.logger import json_safe
 from segls.visualize import colorize, displayable
 
-__all__ = [
-    "encode_png",
-    "mask_array",
-    "overlay",
-    "unique_names",
-    "write_bytes_atomic",
-    "write_json_atomic",
-]
-
-
-def _plain(value: object) -> object:
-    """Tensors and NumPy values as Python numbers or lists, for `json.dumps`."""
-    if isinstance(value, torch.Tensor | np.ndarray | np.generic):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """`data` as indented JSON (NaN and inf written as null), atomically."""
-    text = json.dumps(json_safe(data), indent=2, default=_plain, allow_nan=False)
-    write_bytes_atomic(path, (text + "\n").encode())
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    """PNG bytes of an H×W (uint8 or uint16) or H×W×3 RGB uint8 array."""
-    if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))
-    if not ok:
-        raise OSError(f"OpenCV could not encode a {array.shape} {array.dtype} array as PNG")
-    return encoded.tobytes()
+__all__ = ["mask_array", "overlay", "unique_names"]
 
 
 def mask_array(prediction: torch.Tensor, num_classes: int) -> np.ndarray:

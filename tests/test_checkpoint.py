@@ -2,51 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import random
-import stat
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from segls import checkpoint, runtime
+from segls import checkpoint, io, runtime
 from segls.checkpoint import CheckpointError
-
-
-def test_save_atomic_round_trip_leaves_no_temporary_files(tmp_path):
-    path = tmp_path / "sub" / "state.pth"
-    state = {"weights": torch.arange(6.0).view(2, 3), "iter": 7, "names": ["a", "b"], "x": None}
-    checkpoint.save_atomic(state, path)
-    checkpoint.save_atomic({**state, "iter": 8}, path)
-    loaded = checkpoint.load(path)
-    assert loaded["iter"] == 8 and loaded["names"] == ["a", "b"] and loaded["x"] is None
-    assert torch.equal(loaded["weights"], state["weights"])
-    assert os.listdir(path.parent) == ["state.pth"]
-
-
-def test_save_atomic_permissions_follow_the_umask(tmp_path):
-    old_umask = os.umask(0o022)
-    try:
-        checkpoint.save_atomic({"a": 1}, tmp_path / "c.pth")
-    finally:
-        os.umask(old_umask)
-    assert stat.S_IMODE((tmp_path / "c.pth").stat().st_mode) == 0o644
-
-
-def test_failed_save_keeps_the_old_file_and_cleans_up(tmp_path):
-    path = tmp_path / "latest.pth"
-    checkpoint.save_atomic({"iter": 1}, path)
-    with pytest.raises(Exception):  # noqa: B017 - whatever pickle raises for a lambda
-        checkpoint.save_atomic({"iter": 2, "bad": lambda: None}, path)
-    assert checkpoint.load(path) == {"iter": 1}
-    assert os.listdir(tmp_path) == ["latest.pth"]
 
 
 def test_truncated_checkpoint_error_names_the_file(tmp_path):
     path = tmp_path / "latest.pth"
-    checkpoint.save_atomic({"weights": torch.zeros(1000)}, path)
+    io.write_torch(path, {"weights": torch.zeros(1000)})
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="latest.pth.*truncated, corrupt"):
@@ -80,7 +49,7 @@ def test_load_refuses_arbitrary_pickled_objects(tmp_path):
 def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
     runtime.seed_everything(123)
     random.random(), np.random.normal(), torch.rand(1)  # noqa: B018 - move the streams on
-    checkpoint.save_atomic({"rng": runtime.get_rng_state()}, tmp_path / "rng.pth")
+    io.write_torch(tmp_path / "rng.pth", {"rng": runtime.get_rng_state()})
     expected = random.random(), np.random.normal(), np.random.normal(), torch.rand(3)
     runtime.seed_everything(999)
     runtime.set_rng_state(checkpoint.load(tmp_path / "rng.pth")["rng"])
@@ -110,7 +79,7 @@ def test_training_state_round_trip_continues_identically(tmp_path):
     objects = make_objects(0)
     take_steps(*objects[:3], 3)
     state = checkpoint.training_state(*objects, 3, 0.25, {"schedule": {"max_iters": 9}})
-    checkpoint.save_atomic(state, tmp_path / "latest.pth")
+    io.write_torch(tmp_path / "latest.pth", state)
     take_steps(*objects[:3], 2)
 
     restored = make_objects(1)

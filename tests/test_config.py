@@ -421,7 +421,7 @@ def test_dump_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("segls.config_yaml.os.replace", failing_replace)
+    monkeypatch.setattr("segls.io.os.replace", failing_replace)
     changed = Config()
     changed.runtime.seed = 5
     with pytest.raises(OSError, match="disk full"):

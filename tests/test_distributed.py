@@ -24,7 +24,7 @@ from PIL import Image
 from test_engine import tiny_config, write_dataset
 from torch.utils.data import DistributedSampler
 
-from segls import checkpoint, config, distributed, engine, runtime
+from segls import checkpoint, config, distributed, engine, io, runtime
 from segls.batches import InfiniteLoader, ShardSampler, augmentation_seed, build_loaders
 from segls.models import build_model
 
@@ -207,7 +207,7 @@ def test_two_process_evaluation_of_an_odd_set_equals_one_process_exactly(tmp_pat
     torch.manual_seed(3)
     model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
     weights_path = tmp_path / "weights.pth"
-    checkpoint.save_atomic(model.state_dict(), weights_path)
+    io.write_torch(weights_path, model.state_dict())
 
     ranks = run_ranks(evaluate_checkpoint, (str(config_path), str(weights_path)), 2, tmp_path)
     single = evaluate_checkpoint(str(config_path), str(weights_path))

@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -354,18 +353,6 @@ def test_resume_with_nothing_intact_says_what_it_found(tmp_path):
     (tmp_path / "best.pth").write_bytes(b"")
     with pytest.raises(checkpoint.CheckpointError, match="latest.pth.*no other intact"):
         checkpoint.resume_state(tmp_path, True)
-
-
-def test_only_the_temporary_files_of_dead_writers_are_removed(tmp_path):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = tmp_path / f".latest.pth.{dead.pid}.0123abcd.tmp"
-    alive = tmp_path / f".best.pth.{os.getpid()}.0123abcd.tmp"
-    other = tmp_path / "notes.tmp"
-    for path in (stale, alive, other):
-        path.write_bytes(b"half")
-    assert checkpoint.remove_stale_temp_files(tmp_path) == [stale]
-    assert not stale.exists() and alive.exists() and other.exists()
 
 
 # ---- non-finite losses ------------------------------------------------------------------------

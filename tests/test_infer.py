@@ -15,8 +15,9 @@ from test_tools_test import load_tool, save_checkpoint
 
 from segls import checkpoint, config
 from segls.data import read_mask
+from segls.io import encode_png
 from segls.models import build_model
-from segls.predictions import encode_png, mask_array, unique_names
+from segls.predictions import mask_array, unique_names
 
 PALETTE = [[10, 20, 30], [200, 0, 0], [0, 250, 5]]
 

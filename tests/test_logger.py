@@ -8,7 +8,8 @@ import math
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from segls.logger import RunLogger, format_duration, json_safe
+from segls.io import json_safe
+from segls.logger import RunLogger, format_duration
 
 
 def scores(miou: float) -> dict:

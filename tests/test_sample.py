@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
+from segls import io
 from segls.data import sample
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -178,14 +179,14 @@ def test_failed_overwrite_keeps_old_root(tmp_path, source, stack, monkeypatch):
 def test_failed_final_rename_restores_old_root(tmp_path, source, monkeypatch):
     root = sample.prepare_scratch_assay(tmp_path / "out" / "scratch", source=source)
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    real_replace = sample.os.replace
+    real_replace = io.os.replace
 
     def replace(src, dst):
         if Path(src).name.startswith(".scratch.partial-") and Path(dst) == root:
             raise OSError("simulated rename failure")
         real_replace(src, dst)
 
-    monkeypatch.setattr(sample.os, "replace", replace)
+    monkeypatch.setattr(io.os, "replace", replace)
     with pytest.raises(OSError, match="simulated rename failure"):
         sample.prepare_scratch_assay(root, source=source, overwrite=True)
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

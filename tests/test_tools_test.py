@@ -16,7 +16,7 @@ from PIL import Image
 from test_engine import tiny_config, write_dataset
 from torch import nn
 
-from segls import checkpoint, config
+from segls import checkpoint, config, io
 from segls.models import build_model
 from segls.optim import build_ema, build_optimizer, build_scheduler
 
@@ -55,7 +55,7 @@ def save_checkpoint(cfg: config.Config, path: Path, ema: bool = True) -> nn.Modu
     state = checkpoint.training_state(
         trained, optimizer, scheduler, scaler, 0, -math.inf, config.to_dict(cfg), averaged
     )
-    checkpoint.save_atomic(state, path)
+    io.write_torch(path, state)
     return wanted
 
 

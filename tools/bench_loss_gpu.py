@@ -13,7 +13,6 @@ on CPU with tiny shapes, a smoke test of the script itself.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from segls.io import write_json
 from segls.losses import label_smooth_softmax_ce
 
 EPS = 0.1
@@ -207,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
     print(markdown(rows, device_name, copy_gbs))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"device": device_name, "copy_gbs": copy_gbs, "rows": rows}, handle, indent=1)
+        write_json(args.json, {"device": device_name, "copy_gbs": copy_gbs, "rows": rows})
     return 0
 
 

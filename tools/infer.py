@@ -27,8 +27,9 @@ from segls.config import Config
 from segls.data import DataError, build_transform, read_image, resolve_classes
 from segls.data.io import IMAGE_EXTS
 from segls.inference import InferenceSettings, predict_logits
+from segls.io import write_png
 from segls.logger import progress
-from segls.predictions import encode_png, mask_array, overlay, unique_names, write_bytes_atomic
+from segls.predictions import mask_array, overlay, unique_names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -129,10 +130,9 @@ class Predictor:
         logits = predict_logits(self.model, batch, None, self.settings, self.amp_dtype)
         data = self.cfg.data
         for (image, name), prediction in zip(group, logits.argmax(dim=1).cpu(), strict=True):
-            mask = encode_png(mask_array(prediction, data.num_classes))
-            write_bytes_atomic(self.out_dir / f"{name}_mask.png", mask)
+            write_png(self.out_dir / f"{name}_mask.png", mask_array(prediction, data.num_classes))
             shown = overlay(image, prediction, self.palette, data.mean, data.std, self.alpha)
-            write_bytes_atomic(self.out_dir / f"{name}_overlay.png", encode_png(shown))
+            write_png(self.out_dir / f"{name}_overlay.png", shown)
         self.written += len(group)
         return len(group)
 

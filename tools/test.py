@@ -29,16 +29,11 @@ from segls import checkpoint, cli, config
 from segls.data import DataError, build_dataloader, sample
 from segls.engine import build_criterion, evaluate
 from segls.inference import InferenceSettings, predict_logits
+from segls.io import write_json, write_png
 from segls.logger import progress
 from segls.metrics import format_table
-from segls.plots import reliability_diagram, save_png
-from segls.predictions import (
-    encode_png,
-    mask_array,
-    unique_names,
-    write_bytes_atomic,
-    write_json_atomic,
-)
+from segls.plots import reliability_diagram
+from segls.predictions import mask_array, unique_names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,8 +76,7 @@ def save_masks(
     for images, labels in loader:
         logits = predict_logits(model, images.to(device), labels.shape[-2:], settings, amp_dtype)
         for prediction in logits.argmax(dim=1):
-            png = encode_png(mask_array(prediction, num_classes))
-            write_bytes_atomic(out_dir / f"{names[index]}.png", png)
+            write_png(out_dir / f"{names[index]}.png", mask_array(prediction, num_classes))
             index += 1
         bar.update(1)
     bar.close()
@@ -118,9 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
         "class_names": class_names,
         "scores": scores,
     }
-    write_json_atomic(out_dir / "scores.json", record)
+    write_json(out_dir / "scores.json", record)
     title = f"reliability, {checkpoint_path.name} (ECE {100 * scores['ECE']:.2f}%)"
-    save_png(reliability_diagram(scores["calibration"], title), out_dir / "reliability.png")
+    write_png(out_dir / "reliability.png", reliability_diagram(scores["calibration"], title))
     print(f"wrote {out_dir / 'scores.json'} and {out_dir / 'reliability.png'}")
     if args.save_masks:
         count = save_masks(

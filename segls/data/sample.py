@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import tifffile
 
-from segls.atomic import write_bytes_atomic
 from segls.data.transforms import percentile_bounds, scale_by_bounds
+from segls.io import encode_png, staged_directory, write_bytes
 
 SAMPLE_ROOT = Path("data/scratch_assay")
 SOURCE_PACKAGE = "ndev_sampledata"
@@ -31,9 +26,6 @@ INSTALL_HINT = (
     "run `pip install --no-deps ndev-sampledata` then rerun `python tools/prepare_sample.py`"
 )
 
-CLASS_NAMES = ["background", "cell", "nucleus"]
-PALETTE = [[0, 0, 0], [0, 170, 255], [255, 200, 0]]
-IMAGE_CHANNELS = ("H3342", "oblique")
 NUM_SOURCE_CHANNELS = 4
 NUCLEI_CHANNEL = 2
 CYTOPLASM_CHANNEL = 3
@@ -135,12 +127,6 @@ def frame_mask(stack: np.ndarray, t: int) -> np.ndarray:
     return labels_to_classes(stack[NUCLEI_CHANNEL, t], stack[CYTOPLASM_CHANNEL, t])
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by all (mode 0o644, whatever the umask)."""
-    write_bytes_atomic(path, data)
-    os.chmod(path, FILE_MODE)
-
-
 def encode_tiff(image: np.ndarray) -> bytes:
     """Channels-last multi-channel image as zlib-compressed TIFF bytes."""
     buffer = io.BytesIO()
@@ -148,14 +134,6 @@ def encode_tiff(image: np.ndarray) -> bytes:
         buffer, image, photometric="minisblack", planarconfig="contig", compression="zlib"
     )
     return buffer.getvalue()
-
-
-def encode_png(mask: np.ndarray) -> bytes:
-    """Single-channel uint8 mask as PNG bytes."""
-    ok, encoded = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    if not ok:
-        raise OSError(f"OpenCV could not encode a {mask.shape} {mask.dtype} mask as PNG")
-    return encoded.tobytes()
 
 
 def _find_license(source: Path, root: Path) -> Path | None:
@@ -168,42 +146,14 @@ def _find_license(source: Path, root: Path) -> Path | None:
     return existing if existing.is_file() else None
 
 
-@contextmanager
-def _staging_dir(root: Path) -> Iterator[Path]:
-    """A hidden directory beside ``root`` that is removed if the block fails."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
-        os.chmod(staging, DIR_MODE)
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _swap_into_place(staging: Path, root: Path) -> None:
-    """Rename ``staging`` to ``root``, replacing an existing ``root`` only once staging is done."""
-    if not root.exists():
-        os.replace(staging, root)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-    retired.rmdir()
-    os.replace(root, retired)
-    try:
-        os.replace(staging, root)
-    except BaseException:
-        os.replace(retired, root)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 def prepare_scratch_assay(
     root: str | Path = SAMPLE_ROOT, source: str | Path | None = None, overwrite: bool = False
 ) -> Path:
     """Convert the ndev-sampledata scratch assay into a 3-class folder dataset at ``root``.
 
     Everything is written into a hidden staging directory that is renamed to ``root`` at the
-    end, so an interrupted run leaves either the old ``root`` or the complete new one.
+    end (`segls.io.staged_directory`), so an interrupted run leaves either the old ``root`` or
+    the complete new one.
     """
     root = Path(root)
     if root.exists() and not overwrite:
@@ -213,16 +163,14 @@ def prepare_scratch_assay(
     source = find_source() if source is None else Path(source)
     stack = read_stack(source)
     license_file = _find_license(source, root)
-    with _staging_dir(root) as staging:
+    with staged_directory(root, DIR_MODE) as staging:
         for split, frames in SPLIT_FRAMES.items():
             for t in frames:
                 stem = frame_stem(t)
-                _write_atomic(
-                    staging / "images" / split / f"{stem}.tif", encode_tiff(frame_image(stack, t))
-                )
-                _write_atomic(
-                    staging / "masks" / split / f"{stem}.png", encode_png(frame_mask(stack, t))
-                )
+                image = encode_tiff(frame_image(stack, t))
+                write_bytes(staging / "images" / split / f"{stem}.tif", image, FILE_MODE)
+                mask = encode_png(frame_mask(stack, t), compression=9)
+                write_bytes(staging / "masks" / split / f"{stem}.png", mask, FILE_MODE)
         if license_file is None:
             warnings.warn(
                 f"no upstream LICENSE found near {source}; add ndev-sampledata's BSD-3-Clause "
@@ -230,8 +178,7 @@ def prepare_scratch_assay(
                 stacklevel=2,
             )
         else:
-            _write_atomic(staging / "LICENSE", license_file.read_bytes())
-        _swap_into_place(staging, root)
+            write_bytes(staging / "LICENSE", license_file.read_bytes(), FILE_MODE)
     return root
 
 

@@ -1,0 +1,220 @@
+"""Every file segls writes goes through here: atomic replaces, JSON, PNG, torch files, logs.
+
+A file is written to a temporary file beside its destination, named
+``.<name>.<pid>.<random>.tmp`` (so `remove_stale_temp_files` can tell a dead writer's
+leftovers from a live one's), flushed to disk, and moved over the destination in one
+``os.replace``; then the directory entry is flushed too. A crash or ``kill -9`` at any moment
+leaves either the old file or the new one, never half of one. Append-only logs
+(`append_text`) are the one exception: a line is added to the end, or not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = [
+    "append_text",
+    "encode_png",
+    "json_safe",
+    "remove_stale_temp_files",
+    "staged_directory",
+    "write_atomic",
+    "write_bytes",
+    "write_json",
+    "write_png",
+    "write_text",
+    "write_through_path",
+    "write_torch",
+]
+
+_TEMP_NAME = re.compile(r"\..+\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp(\.[^.]+)?")
+
+
+def write_through_path(
+    path: str | os.PathLike, write: Callable[[Path], object], suffix: str = ""
+) -> None:
+    """Create or replace `path` with the file that `write` creates at the path it is given.
+
+    For writers that want a file name (ONNX); `suffix` ends the temporary name (".onnx").
+    The parent directory is created if needed. If `write` raises (or the process is killed),
+    `path` is left as it was and the temporary file is removed (or, after a kill, left for
+    `remove_stale_temp_files`). New files get the usual umask permissions.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
+    try:
+        write(temp_path)
+        descriptor = os.open(temp_path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temp_path, path)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Create or replace `path` with what `write` writes into the binary file it is given."""
+
+    def fill(temp_path: Path) -> None:
+        # os.open with 0o666 lets the umask set the permissions, as for any other new file.
+        descriptor = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+
+    write_through_path(path, fill)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+    """Create or replace `path` with `data`; `mode` (e.g. 0o644) overrides the umask."""
+
+    def fill(handle: BinaryIO) -> None:
+        handle.write(data)
+        if mode is not None:
+            os.fchmod(handle.fileno(), mode)
+
+    write_atomic(path, fill)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Create or replace `path` with `text` as UTF-8."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: object) -> object:
+    """`value` with NaN/inf floats replaced by None, recursively through lists and dicts."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _plain(value: object) -> object:
+    """Tensors and NumPy values as Python numbers or lists, for `json.dumps`."""
+    if isinstance(value, torch.Tensor | np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_json(path: str | os.PathLike, data: object) -> None:
+    """`data` as indented JSON (NaN and inf written as null; tensors and arrays as lists)."""
+    text = json.dumps(json_safe(data), indent=2, default=_plain, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Add `text` (UTF-8) to the end of the log file `path`, creating it if needed."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def encode_png(array: np.ndarray, compression: int | None = None) -> bytes:
+    """PNG bytes of an H×W (uint8 or uint16) or H×W×3 RGB uint8 array.
+
+    `compression` is zlib's level 0-9 (None: OpenCV's default).
+    """
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression]
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array), params)
+    if not ok:
+        raise OSError(f"OpenCV could not encode a {array.shape} {array.dtype} array as PNG")
+    return encoded.tobytes()
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> None:
+    """Write an H×W or H×W×3 RGB uint8 (or H×W uint16) array or tensor as a PNG."""
+    array = image.numpy() if isinstance(image, torch.Tensor) else image
+    write_bytes(path, encode_png(array))
+
+
+def write_torch(path: str | os.PathLike, obj: object) -> None:
+    """Write `obj` with ``torch.save`` (a checkpoint, a state dict)."""
+    write_atomic(path, lambda handle: torch.save(obj, handle))
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files left in `directory` by writers that died mid-write.
+
+    Their names carry the writer's pid; files of a process that still runs are kept.
+    """
+    removed = []
+    for path in sorted(Path(directory).glob(".*.tmp*")):
+        match = _TEMP_NAME.fullmatch(path.name)
+        if match is None or _process_exists(int(match["pid"])):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process with `pid` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def staged_directory(root: str | os.PathLike, mode: int = 0o755) -> Iterator[Path]:
+    """A hidden directory beside `root` to fill; it replaces `root` when the block succeeds.
+
+    If the block fails, the staging directory is removed and `root` is left as it was; an
+    existing `root` is swapped out only once the new one is complete.
+    """
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    try:
+        os.chmod(staging, mode)
+        yield staging
+        _swap_into_place(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(staging: Path, root: Path) -> None:
+    """Rename `staging` to `root`, putting an existing `root` back if the rename fails."""
+    if not root.exists():
+        os.replace(staging, root)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+    retired.rmdir()
+    os.replace(root, retired)
+    try:
+        os.replace(staging, root)
+    except BaseException:
+        os.replace(retired, root)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,159 @@
+"""Tests of segls.io, the one writer: atomic replaces, permissions, temp-file clean-up."""
+
+from __future__ import annotations
+
+import ast
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from segls import io
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Calls that create, replace or delete files, by the name they are called through.
+WRITE_CALLS = {
+    "torch.save": "torch.save",
+    "torch.onnx.export": "torch.onnx.export",
+    "json.dump": "json.dump",
+    "os.replace": "os.replace/rename",
+    "os.rename": "os.replace/rename",
+    "os.remove": "file removal",
+    "os.unlink": "file removal",
+    "shutil.rmtree": "file removal",
+    "shutil.move": "file removal",
+    "SummaryWriter": "TensorBoard writer",
+}
+WRITE_METHODS = {
+    "write_bytes": "Path.write_bytes/write_text",
+    "write_text": "Path.write_bytes/write_text",
+    "unlink": "file removal",
+    "imwrite": "image writer",
+    "imsave": "image writer",
+}
+
+# Every place outside segls/io.py that writes to the file system, and why it may.
+ALLOWED_WRITERS = {
+    ("segls/compare.py", "TensorBoard writer"): "TensorBoard appends its own event files",
+    ("segls/logger.py", "TensorBoard writer"): "TensorBoard appends its own event files",
+    ("segls/onnx_export.py", "torch.onnx.export"): "into the temporary path io hands it",
+    ("segls/data/sample.py", "image writer"): "tifffile encodes into an in-memory buffer",
+    ("segls/bench.py", "open for writing"): "/proc/self/clear_refs resets the peak-RSS counter",
+    (
+        "tools/bench_loss.py",
+        "open for writing",
+    ): "/proc/self/clear_refs resets the peak-RSS counter",
+}
+
+
+def _dotted(node: ast.expr) -> str:
+    """ "torch.onnx.export" for the expression torch.onnx.export, "" for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else ""
+    return ""
+
+
+def _opens_for_writing(call: ast.Call) -> bool:
+    """Whether a call to open() passes a mode that writes (w, a, x or +)."""
+    modes = [*call.args[1:2], *(k.value for k in call.keywords if k.arg == "mode")]
+    return any(
+        isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+") for mode in modes
+    )
+
+
+def writers(text: str) -> set[str]:
+    """The kinds of write call in a Python source text (strings and comments do not count)."""
+    found = set()
+    for node in ast.walk(ast.parse(text)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _dotted(node.func)
+        if name in ("open", "os.fdopen") and _opens_for_writing(node):
+            found.add("open for writing")
+        elif name.startswith("tempfile."):
+            found.add("temporary files")
+        elif name in WRITE_CALLS or name.rpartition(".")[2] == "SummaryWriter":
+            found.add(WRITE_CALLS.get(name, "TensorBoard writer"))
+        elif isinstance(node.func, ast.Attribute) and node.func.attr in WRITE_METHODS:
+            found.add(WRITE_METHODS[node.func.attr])
+    return found
+
+
+def test_the_scan_finds_each_kind_of_write_call():
+    examples = {
+        "open for writing": 'open(path, "w")',
+        "Path.write_bytes/write_text": "path.write_text(text)",
+        "torch.save": "torch.save(state, path)",
+        "torch.onnx.export": "torch.onnx.export(model, args, path)",
+        "json.dump": "json.dump(data, handle)",
+        "image writer": "cv2.imwrite(path, image)",
+        "os.replace/rename": "os.replace(a, b)",
+        "file removal": "path.unlink()",
+        "temporary files": "tempfile.mkstemp()",
+        "TensorBoard writer": "SummaryWriter(log_dir)",
+    }
+    for kind, line in examples.items():
+        assert writers(line) == {kind}, line
+    quiet = 'open(path)\nopen(path, "rb")\njson.dumps(data)\nraise ValueError("torch.save(x, p)")'
+    assert writers(quiet) == set()
+
+
+def test_only_segls_io_writes_files_apart_from_the_listed_exceptions():
+    found = set()
+    for path in sorted([*REPO_ROOT.glob("segls/**/*.py"), *REPO_ROOT.glob("tools/*.py")]):
+        name = path.relative_to(REPO_ROOT).as_posix()
+        if name != "segls/io.py":
+            found |= {(name, kind) for kind in writers(path.read_text(encoding="utf-8"))}
+    assert found == set(ALLOWED_WRITERS)
+    assert writers((REPO_ROOT / "segls" / "io.py").read_text()) >= {
+        "open for writing", "os.replace/rename", "torch.save", "temporary files",
+    }  # fmt: skip
+
+
+def test_write_torch_round_trip_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "sub" / "state.pth"
+    state = {"weights": torch.arange(6.0).view(2, 3), "iter": 7, "names": ["a", "b"], "x": None}
+    io.write_torch(path, state)
+    io.write_torch(path, {**state, "iter": 8})
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["iter"] == 8 and loaded["names"] == ["a", "b"] and loaded["x"] is None
+    assert torch.equal(loaded["weights"], state["weights"])
+    assert os.listdir(path.parent) == ["state.pth"]
+
+
+def test_write_torch_permissions_follow_the_umask(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        io.write_torch(tmp_path / "c.pth", {"a": 1})
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "c.pth").stat().st_mode) == 0o644
+
+
+def test_failed_write_keeps_the_old_file_and_cleans_up(tmp_path):
+    path = tmp_path / "latest.pth"
+    io.write_torch(path, {"iter": 1})
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickle raises for a lambda
+        io.write_torch(path, {"iter": 2, "bad": lambda: None})
+    assert torch.load(path, weights_only=True) == {"iter": 1}
+    assert os.listdir(tmp_path) == ["latest.pth"]
+
+
+def test_only_the_temporary_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".latest.pth.{dead.pid}.0123abcd.tmp"
+    alive = tmp_path / f".best.pth.{os.getpid()}.0123abcd.tmp"
+    other = tmp_path / "notes.tmp"
+    for path in (stale, alive, other):
+        path.write_bytes(b"half")
+    assert io.remove_stale_temp_files(tmp_path) == [stale]
+    assert not stale.exists() and alive.exists() and other.exists()
