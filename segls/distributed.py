@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from segls.config import ConfigError
-from segls.streaming import collective_device
+from segls.metrics.streaming import collective_device
 
 __all__ = [
     "Context",

@@ -1,10 +1,8 @@
 """Semantic-segmentation metrics: a confusion matrix and the scores computed from it.
 
-This module imports torch, the standard library and torch-only segls modules, so other
-codebases can use it alone. The maths are pure functions (`confusion_matrix`,
-`scores_from_confusion`); `SegMetrics` only adds them up over batches and, when asked, across
-processes (`segls.streaming.StreamingSum`).
-Calibration scores (ECE, NLL, Brier; see `segls.calibration`) are re-exported here.
+The maths are pure functions (`confusion_matrix`, `scores_from_confusion`); `SegMetrics` only
+adds them up over batches and, when asked, across processes
+(`segls.metrics.streaming.StreamingSum`).
 
 Definitions, for class c with confusion matrix ``cm`` (rows = label, columns = prediction),
 ``tp = cm[c, c]``, ``label_area = cm[c, :].sum()`` and ``pred_area = cm[:, c].sum()``;
@@ -27,18 +25,9 @@ import math
 
 import torch
 
-from segls.calibration import CalibrationMetrics, calibration_from_stats, calibration_stats
-from segls.streaming import StreamingSum
+from segls.metrics.streaming import StreamingSum
 
-__all__ = [
-    "CalibrationMetrics",
-    "SegMetrics",
-    "calibration_from_stats",
-    "calibration_stats",
-    "confusion_matrix",
-    "format_table",
-    "scores_from_confusion",
-]
+__all__ = ["SegMetrics", "confusion_matrix", "format_table", "scores_from_confusion"]
 
 _MAX_VALUES_SHOWN = 10
 

@@ -1,7 +1,7 @@
 """Pixel-level calibration: expected calibration error, negative log-likelihood and Brier score.
 
 Label smoothing exists to make a model less over-confident; these scores show whether it did.
-Imports torch only (re-exported by `segls.metrics`). For every valid pixel (label not
+Imports torch only. For every valid pixel (label not
 ``ignore_index``) with softmax probabilities ``p`` over C classes and label ``y``:
 
 - top-label confidence ``conf = max_c p_c``, prediction ``argmax_c p_c``, correct or not;
@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from segls.streaming import StreamingSum
+from segls.metrics.streaming import StreamingSum
 
 __all__ = ["CalibrationMetrics", "calibration_from_stats", "calibration_stats"]
 
