@@ -1,6 +1,6 @@
 """YAML side of the config system: reading files with `_base_` inheritance, overrides, writing.
 
-Everything here works on plain dicts; `segls.config` turns the result into typed dataclasses.
+Everything here works on plain dicts; `segls.config.convert` turns them into dataclasses.
 While merging, every key path is mapped to the file (or command-line override) that set it
 last, so validation errors can name the place to fix.
 
@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
+from segls import ConfigError
 from segls.io import write_text
 
 __all__ = [
-    "ConfigError",
     "dump_yaml",
     "merge_into",
     "parse_override",
@@ -37,10 +37,6 @@ _EXPONENT_FLOAT_RE = re.compile(
 )
 _OVERRIDE_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 OVERRIDE_FORM = "key.path=value, e.g. schedule.max_iters=2000 or data.crop_size=[256,256]"
-
-
-class ConfigError(ValueError):
-    """A config file, override or value that cannot be used; the message says where and why."""
 
 
 class _Loader(yaml.SafeLoader):

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from segls.config_yaml import ConfigError
+from segls import ConfigError
 
 __all__ = ["build_dataclass", "show", "type_name"]
 

@@ -1,45 +1,20 @@
-"""Experiment configuration: typed dataclasses loaded from YAML files and key=value overrides.
+"""Which config values are allowed: choices, minimums, ranges and relations between keys.
 
-`load` reads a file with its `_base_` files (see `segls.config_yaml`), applies the overrides,
-then checks every key and value against the dataclasses below: unknown keys, wrong types and
-impossible values are reported with the file that set them. configs/README.md lists every key.
+`check` raises one ConfigError that lists every value of a Config that fails a check, each
+with the file or override that set it and what to do instead.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from segls.config_types import build_dataclass, show
-from segls.config_yaml import (
-    ConfigError,
-    dump_yaml,
-    merge_into,
-    parse_override,
-    read_config_tree,
-    where_set,
-)
+from segls import ConfigError
+from segls.config.convert import show
+from segls.config.schema import Config
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "DataConfig",
-    "EvalConfig",
-    "LossConfig",
-    "ModelConfig",
-    "OptimizerConfig",
-    "RuntimeConfig",
-    "ScheduleConfig",
-    "dump",
-    "from_dict",
-    "load",
-    "to_dict",
-    "validate",
-]
+__all__ = ["check", "lookup"]
 
 _CHOICES = {
     "data.format": ("folder", "voc", "cityscapes", "ade20k"),
@@ -88,131 +63,7 @@ _RESERVED_MODEL_KWARGS = {
 }
 
 
-@dataclass
-class DataConfig:
-    """Dataset location and format, classes, normalisation, augmentation and loading."""
-
-    format: str = "folder"
-    root: str = "data/scratch_assay"
-    train_split: str = "train"
-    val_split: str = "val"
-    num_classes: int = 3
-    class_names: list[str] = field(default_factory=list)
-    palette: list[list[int]] = field(default_factory=list)
-    in_channels: int = 3
-    scaling: str = "dtype"
-    percentiles: list[float] = field(default_factory=lambda: [1.0, 99.8])
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    ignore_index: int = 255
-    reduce_zero_label: bool = False
-    cityscapes_labels: str = "labelTrainIds"
-    crop_size: list[int] = field(default_factory=lambda: [512, 512])
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
-    hflip: float = 0.5
-    vflip: float = 0.0
-    rotate90: float = 0.0
-    photometric: float = 0.0
-    batch_size: int = 8
-    val_batch_size: int = 1
-    repeat: int = 1
-    num_workers: int = 2
-    cache: bool = False
-
-
-@dataclass
-class ModelConfig:
-    """Which segmentation-models-pytorch architecture and encoder to build."""
-
-    arch: str = "Unet"
-    encoder: str = "resnet18"
-    encoder_weights: str | None = None
-    kwargs: dict = field(default_factory=dict)
-
-
-@dataclass
-class LossConfig:
-    """Settings of the label-smoothing softmax cross-entropy (and an optional Lovász term)."""
-
-    lb_smooth: float = 0.1
-    lb_pos: float | None = None
-    lb_neg: float | None = None
-    class_weight: list[float] | None = None
-    backend: str = "auto"
-    check_labels: bool = True
-    lovasz_weight: float = 0.0
-
-
-@dataclass
-class OptimizerConfig:
-    """Optimizer type and hyper-parameters."""
-
-    type: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    grad_clip: float | None = None
-    ema_decay: float | None = None
-    max_nonfinite_steps: int = 20
-
-
-@dataclass
-class ScheduleConfig:
-    """Iteration budget, warm-up, poly learning-rate decay and the evaluate/save/log cadence."""
-
-    max_iters: int = 1000
-    warmup_iters: int = 0
-    warmup_ratio: float = 0.1
-    cooldown_iters: int = 0
-    power: float = 0.9
-    min_lr: float = 0.0
-    eval_interval: int = 200
-    checkpoint_interval: int = 200
-    log_interval: int = 20
-
-
-@dataclass
-class RuntimeConfig:
-    """Device, precision, seeding and threading."""
-
-    device: str = "auto"
-    amp: str = "off"
-    channels_last: bool = False
-    compile: bool = False
-    seed: int = 0
-    deterministic: bool = False
-    num_threads: int = 0
-    vis_samples: int = 2
-    sync_bn: bool = False
-
-
-@dataclass
-class EvalConfig:
-    """How validation and tools/test.py predict: whole image or sliding window, flip, scales."""
-
-    mode: str = "whole"
-    crop_size: list[int] = field(default_factory=list)
-    stride: list[int] = field(default_factory=list)
-    flip: bool = False
-    scales: list[float] = field(default_factory=lambda: [1.0])
-    calibration_bins: int = 15
-
-
-@dataclass
-class Config:
-    """A whole experiment: one section per concern."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-def _lookup(cfg: Config, key: str) -> Any:
+def lookup(cfg: Config, key: str) -> Any:
     """The value at a key path such as "data.mean" or "model.kwargs.classes"."""
     section, name, *rest = key.split(".")
     value = getattr(getattr(cfg, section), name)
@@ -306,28 +157,28 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
     problems = [
         (key, f"use one of {', '.join(choices)}")
         for key, choices in _CHOICES.items()
-        if _lookup(cfg, key) not in choices
+        if lookup(cfg, key) not in choices
     ]
     problems += [
         (key, f"use {low} or more")
         for key, low in _MINIMUM.items()
-        if not _lookup(cfg, key) >= low  # also catches NaN
+        if not lookup(cfg, key) >= low  # also catches NaN
     ]
     problems += [
         (key, "use a value in [0, 1]")
         for key in _IN_UNIT_INTERVAL
-        if not _in_unit(_lookup(cfg, key))
+        if not _in_unit(lookup(cfg, key))
     ]
-    problems += [(k, "give a non-empty string") for k in _NON_EMPTY if not _lookup(cfg, k)]
+    problems += [(k, "give a non-empty string") for k in _NON_EMPTY if not lookup(cfg, k)]
     problems += [(key, advice) for key, ok, advice in _special_checks(cfg) if not ok]
     return problems
 
 
-def _validate(cfg: Config, where: Callable[[str], str]) -> None:
-    """Raise one ConfigError listing every value that fails a check."""
+def check(cfg: Config, where: Callable[[str], str]) -> None:
+    """Raise one ConfigError listing every value that fails a check; `where` names its source."""
     failed = []
     for key, advice in _problems(cfg):
-        setting = f"{key} = {show(_lookup(cfg, key))}"
+        setting = f"{key} = {show(lookup(cfg, key))}"
         source = where(key)
         failed.append(
             f"{setting} (the default): {advice}"
@@ -336,41 +187,3 @@ def _validate(cfg: Config, where: Callable[[str], str]) -> None:
         )
     if failed:
         raise ConfigError("\n".join(failed))
-
-
-def _from_tree(tree: dict, where: Callable[[str], str]) -> Config:
-    """Typed, validated Config from a merged mapping."""
-    cfg = build_dataclass(Config, tree, where)
-    _validate(cfg, where)
-    return cfg
-
-
-def load(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML config with its `_base_` files, apply "a.b=value" overrides, validate."""
-    if isinstance(overrides, str):
-        raise TypeError(f"overrides must be a list of strings, got the string {overrides!r}")
-    tree, sources = read_config_tree(path)
-    for text in overrides:
-        update, source = parse_override(text)
-        merge_into(tree, update, source, sources)
-    return _from_tree(tree, lambda key: where_set(sources, key))
-
-
-def from_dict(data: dict, source: str = "config dict") -> Config:
-    """Typed, validated Config from a plain mapping (e.g. `to_dict` output kept in a checkpoint)."""
-    return _from_tree(data, lambda key: source)
-
-
-def validate(cfg: Config) -> None:
-    """Check the values of a Config built or edited in Python; raise ConfigError if any is bad."""
-    _validate(cfg, lambda key: "config")
-
-
-def to_dict(cfg: Config) -> dict:
-    """Plain nested dict of a Config (deep copy)."""
-    return dataclasses.asdict(cfg)
-
-
-def dump(cfg: Config, path: str | os.PathLike) -> None:
-    """Write a Config as YAML, atomically; `load` reads it back to an equal Config."""
-    dump_yaml(to_dict(cfg), path)
