@@ -21,17 +21,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segls import checkpoint, distributed, faults, io, runtime
+from segls import checkpoint, faults, io, runtime
 from segls.batches import InfiniteLoader, build_loaders
 from segls.config import Config, dump, to_dict
 from segls.data import sample as sample_data
 from segls.inference import InferenceSettings, predict_logits, settings_from_config
-from segls.logger import RunLogger, TrainWindow, progress
+from segls.logger import RunLogger, TrainWindow
 from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
 from segls.metrics import CalibrationMetrics, SegMetrics, format_table
 from segls.models import build_model
 from segls.optim import build_ema, build_optimizer, build_scheduler
 from segls.plots import reliability_diagram
+from segls.runtime import distributed, progress
 from segls.visualize import panel
 
 __all__ = [
@@ -255,7 +256,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
     `resume` is None (fresh run), True (the work dir's latest.pth, or the newest intact
     checkpoint there, see `segls.checkpoint.resume_state`) or a checkpoint path; the run then
     continues at the checkpoint's iteration with all states restored. Under torchrun every
-    process trains a DDP replica (`segls.distributed`) and only rank 0 writes. Non-finite
+    process trains a DDP replica (`segls.runtime.distributed`) and only rank 0 writes. Non-finite
     steps, SIGTERM and Ctrl-C are handled as `segls.faults` describes.
     """
     work_dir = Path(work_dir)

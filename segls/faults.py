@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segls import distributed
+from segls.runtime import distributed
 
 __all__ = [
     "NonFiniteError",

@@ -1,4 +1,4 @@
-"""Run records: console + train.log lines, TensorBoard, metrics.jsonl and progress bars.
+"""Run records: console + train.log lines, TensorBoard and metrics.jsonl.
 
 Everything a run writes about itself goes through `RunLogger`, into its work directory:
 ``train.log`` (the console lines), ``events.out.tfevents.*`` (TensorBoard) and
@@ -17,10 +17,9 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from segls import distributed
 from segls.io import append_text, json_safe, write_text
 
-__all__ = ["RunLogger", "TrainWindow", "format_duration", "progress"]
+__all__ = ["RunLogger", "TrainWindow", "format_duration"]
 
 _TRAIN_FIELDS = {
     "train/loss": "loss {:.4f}",
@@ -37,17 +36,6 @@ def format_duration(seconds: float) -> str:
     """Seconds as H:MM:SS."""
     seconds = max(0, int(round(seconds)))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def progress(total: int, desc: str, initial: int = 0, leave: bool = True) -> tqdm:
-    """A progress bar with rate and ETA on stderr; hidden when stderr is not a terminal.
-
-    Only rank 0 of a multi-process run shows bars.
-    """
-    disable = None if distributed.is_main() else True
-    return tqdm(
-        total=total, initial=initial, desc=desc, leave=leave, disable=disable, dynamic_ncols=True
-    )
 
 
 def _wait_for_a_later_second(work_dir: Path) -> None:

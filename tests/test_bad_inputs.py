@@ -16,10 +16,11 @@ import torch
 from PIL import Image
 from test_engine import load_cli, tiny_config, write_dataset
 
-from segls import checkpoint, config, distributed, engine
+from segls import checkpoint, config, engine
 from segls.checkpoint import CheckpointError
 from segls.config import ConfigError
 from segls.faults import NonFiniteError
+from segls.runtime import distributed
 from segls.weights import read_state_dict
 
 

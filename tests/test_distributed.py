@@ -24,9 +24,10 @@ from PIL import Image
 from test_engine import tiny_config, write_dataset
 from torch.utils.data import DistributedSampler
 
-from segls import checkpoint, config, distributed, engine, io, runtime
+from segls import checkpoint, config, engine, io, runtime
 from segls.batches import InfiniteLoader, ShardSampler, augmentation_seed, build_loaders
 from segls.models import build_model
+from segls.runtime import distributed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FORKSERVER = multiprocessing.get_context("forkserver")

@@ -28,8 +28,8 @@ from segls.data import DataError, build_transform, read_image, resolve_classes
 from segls.data.io import IMAGE_EXTS
 from segls.inference import InferenceSettings, predict_logits
 from segls.io import write_png
-from segls.logger import progress
 from segls.predictions import mask_array, overlay, unique_names
+from segls.runtime import progress
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

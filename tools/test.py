@@ -30,10 +30,10 @@ from segls.data import DataError, build_dataloader, sample
 from segls.engine import build_criterion, evaluate
 from segls.inference import InferenceSettings, predict_logits
 from segls.io import write_json, write_png
-from segls.logger import progress
 from segls.metrics import format_table
 from segls.plots import reliability_diagram
 from segls.predictions import mask_array, unique_names
+from segls.runtime import progress
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

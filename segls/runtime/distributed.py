@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
-from segls.config import ConfigError
+from segls import ConfigError
 from segls.metrics.streaming import collective_device
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "is_distributed",
     "is_main",
     "max_across",
+    "progress",
     "rank",
     "setup",
     "use_local_gpu",
@@ -232,3 +234,14 @@ def wrap_ddp(model: nn.Module, context: Context) -> nn.Module:
             model, device_ids=[context.device.index], output_device=context.device.index
         )
     return nn.parallel.DistributedDataParallel(model)
+
+
+def progress(total: int, desc: str, initial: int = 0, leave: bool = True) -> tqdm:
+    """A progress bar with rate and ETA on stderr; hidden when stderr is not a terminal.
+
+    Only rank 0 of a multi-process run shows bars.
+    """
+    disable = None if is_main() else True
+    return tqdm(
+        total=total, initial=initial, desc=desc, leave=leave, disable=disable, dynamic_ncols=True
+    )

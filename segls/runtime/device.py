@@ -1,6 +1,6 @@
-"""Where a run executes: device, mixed-precision dtype, threads, seeds and determinism.
+"""Where a run executes: device, mixed-precision dtype, threads and determinism.
 
-The training loop asks this module; it does not decide any of these itself.
+The training loop and inference ask this module; they do not decide any of these themselves.
 
 Mixed precision (``runtime.amp``):
 
@@ -14,26 +14,14 @@ Mixed precision (``runtime.amp``):
 from __future__ import annotations
 
 import os
-import random
 
-import numpy as np
 import torch
 
-from segls import distributed
-from segls.config import ConfigError
+from segls import ConfigError
+from segls.runtime import distributed
+from segls.runtime.seeds import seed_everything
 
-__all__ = [
-    "AMP_DTYPES",
-    "amp_dtype",
-    "autocast",
-    "configure",
-    "derived_seed",
-    "get_rng_state",
-    "resolve_device",
-    "seed_everything",
-    "set_determinism",
-    "set_rng_state",
-]
+__all__ = ["AMP_DTYPES", "amp_dtype", "autocast", "configure", "resolve_device", "set_determinism"]
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -102,19 +90,6 @@ def set_determinism(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = not enabled
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (all CUDA devices too)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def derived_seed(seed: int, *keys: int) -> int:
-    """A seed in [0, 2**32) that is a fixed function of `seed` and `keys` (e.g. the epoch)."""
-    sequence = np.random.SeedSequence([seed % 2**32, *(key % 2**32 for key in keys)])
-    return int(sequence.generate_state(1)[0])
-
-
 def configure(runtime_cfg) -> torch.device:
     """Apply a ``RuntimeConfig``: threads, determinism, seeds. Returns the device to run on."""
     if runtime_cfg.num_threads < 0:
@@ -129,31 +104,3 @@ def configure(runtime_cfg) -> torch.device:
     amp_dtype(runtime_cfg.amp, device)
     seed_everything(runtime_cfg.seed)
     return device
-
-
-def get_rng_state() -> dict:
-    """The global generators' states, in forms ``torch.load(weights_only=True)`` accepts."""
-    version, mt_state, gauss_next = random.getstate()
-    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    state = {
-        "python": [version, list(mt_state), gauss_next],
-        "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached_gaussian)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore the generators saved by `get_rng_state`."""
-    version, mt_state, gauss_next = state["python"]
-    random.setstate((version, tuple(mt_state), gauss_next))
-    kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
-    np.random.set_state(
-        (kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian)
-    )
-    torch.set_rng_state(state["torch"])
-    cuda_states = state.get("cuda", [])
-    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
