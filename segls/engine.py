@@ -8,7 +8,7 @@ enough to repeat the run) and the records of `segls.logger.RunLogger`.
 
 Resuming is exact (bit-identical weights on the CPU with ``num_workers=0``): the checkpoint
 holds the model, optimizer, scheduler, scaler and the global RNG states, and the data
-stream is a function of (seed, epoch) that `segls.batches.InfiniteLoader` re-enters mid-epoch.
+stream is a function of (seed, epoch) that `segls.data.InfiniteLoader` re-enters mid-epoch.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segls import checkpoint, faults, io, runtime
-from segls.batches import InfiniteLoader, build_loaders
 from segls.config import Config, dump, to_dict
+from segls.data import InfiniteLoader, build_loaders
 from segls.data import sample as sample_data
 from segls.inference import InferenceSettings, predict_logits, settings_from_config
 from segls.logger import RunLogger, TrainWindow
@@ -138,7 +138,7 @@ def evaluate(
     criterion's mean over every valid pixel of the set (each batch weighted by its loss
     denominator), NaN without a criterion. `settings` is the inference mode (`segls.inference`;
     default: the whole image). The model is left in eval mode. In a process group every
-    rank must call this on its own shard of the set (`segls.batches.ShardSampler`): the
+    rank must call this on its own shard of the set (`segls.data.ShardSampler`): the
     counts and sums of all ranks are added up, so all ranks return the whole set's scores.
     """
     amp_dtype = runtime.amp_dtype(amp, device) if isinstance(amp, str) else amp

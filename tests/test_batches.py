@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from segls.batches import InfiniteLoader
+from segls.data import InfiniteLoader
 
 
 class AugmentedRange(Dataset):

@@ -25,7 +25,7 @@ from test_engine import tiny_config, write_dataset
 from torch.utils.data import DistributedSampler
 
 from segls import checkpoint, config, engine, io, runtime
-from segls.batches import InfiniteLoader, ShardSampler, augmentation_seed, build_loaders
+from segls.data import InfiniteLoader, ShardSampler, augmentation_seed, build_loaders
 from segls.models import build_model
 from segls.runtime import distributed
 

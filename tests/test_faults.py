@@ -26,8 +26,7 @@ from test_engine import AUGMENTING, load_cli, tiny_config, write_dataset
 from torch import nn
 
 from segls import checkpoint, config, engine, faults
-from segls.batches import InfiniteLoader
-from segls.data import SegDataset
+from segls.data import InfiniteLoader, SegDataset
 from segls.losses import LabelSmoothSoftmaxCE
 
 MAX_ITERS = 14

@@ -16,7 +16,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from segls import io
-from segls.data import sample
+from segls.data import channel_stats, sample
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_ROOT = REPO_ROOT / "data" / "scratch_assay"
@@ -237,7 +237,7 @@ def test_ensure_sample_keeps_a_prepared_root(tmp_path, source, monkeypatch):
 
 def test_channel_stats_match_numpy(tmp_path, source, stack):
     root = sample.prepare_scratch_assay(tmp_path / "out", source=source)
-    mean, std = sample.channel_stats(root, "train")
+    mean, std = channel_stats(root, "train")
     train = stack[:2, :8].astype(np.float64) / 65535.0
     np.testing.assert_allclose(mean, train.reshape(2, -1).mean(1), rtol=1e-9)
     np.testing.assert_allclose(std, train.reshape(2, -1).std(1), rtol=1e-7)
@@ -245,7 +245,7 @@ def test_channel_stats_match_numpy(tmp_path, source, stack):
 
 def test_channel_stats_missing_split(tmp_path):
     with pytest.raises(FileNotFoundError, match="prepare_sample.py"):
-        sample.channel_stats(tmp_path, "train")
+        channel_stats(tmp_path, "train")
 
 
 def test_cli_prints_what_it_wrote(tmp_path, source, capsys):
@@ -282,7 +282,7 @@ def test_committed_sample_files():
 
 def test_channel_stats_with_percentile_scaling_match_numpy(tmp_path, source, stack):
     root = sample.prepare_scratch_assay(tmp_path / "out", source=source)
-    mean, std = sample.channel_stats(root, "train", [1.0, 99.8])
+    mean, std = channel_stats(root, "train", [1.0, 99.8])
     scaled = []
     for t in range(8):  # each frame and channel scaled by its own 1st and 99.8th percentiles
         for c in range(2):

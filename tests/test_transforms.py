@@ -1,4 +1,4 @@
-"""Tests for segls.data.io (reading files) and segls.data.transforms (pipelines)."""
+"""Tests for segls.data.readers (reading files) and segls.data.transforms (pipelines)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from segls.config import DataConfig
-from segls.data.io import DataError, read_image, read_mask, to_channels_last
+from segls.data.readers import DataError, read_image, read_mask, to_channels_last
 from segls.data.transforms import build_transform, jitter_brightness_contrast
 
 IGNORE = 255

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from segls.config import DataConfig
-from segls.data.sample import SAMPLE_ROOT, SOURCE_FILE, channel_stats, prepare_scratch_assay
+from segls.data import channel_stats
+from segls.data.sample import SAMPLE_ROOT, SOURCE_FILE, prepare_scratch_assay
 
 PERCENTILES = DataConfig().percentiles
 

@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 from segls.data.classes import CITYSCAPES_EVAL_IDS, resolve_classes
-from segls.data.io import DataError, read_image, read_mask
 from segls.data.layouts import LAYOUTS
+from segls.data.readers import DataError, read_image, read_mask
 from segls.data.transforms import SegTransform, build_transform
 
 if TYPE_CHECKING:

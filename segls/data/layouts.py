@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from segls.data.io import IMAGE_EXTS, MASK_EXTS, DataError
+from segls.data.readers import IMAGE_EXTS, MASK_EXTS, DataError
 
 if TYPE_CHECKING:
     from segls.config import DataConfig

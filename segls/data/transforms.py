@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from segls.data.io import dtype_max
+from segls.data.readers import dtype_max
 
 if TYPE_CHECKING:
     from segls.config import DataConfig

@@ -1,24 +1,37 @@
-"""Training and validation batches: per-epoch seeded order, exact resume, one shard per rank.
+"""Data loaders: `build_dataloader` makes one, `build_loaders` a run's training and validation pair.
 
-Training uses a DistributedSampler (one replica without torchrun): every rank sees its own
-part of an epoch order that is a function of (seed, epoch). Validation with several ranks
-uses `ShardSampler`, which deals each image to exactly one rank. Loader workers ignore
-SIGINT and SIGTERM: the main process stops training (see `segls.faults`) and then them.
+A run's training loader uses a DistributedSampler (one replica without torchrun): every rank
+sees its own part of an epoch order that is a function of (seed, epoch), and `InfiniteLoader`
+re-enters that stream at any iteration. Validation with several ranks uses `ShardSampler`,
+which deals each image to exactly one rank. Loader workers ignore SIGINT and SIGTERM: the
+main process stops training (see `segls.train.faults`) and then them.
 """
 
 from __future__ import annotations
 
-import functools
+import random
 import signal
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from segls import runtime
-from segls.config import Config
-from segls.data import build_dataloader, build_dataset
+from segls.data.datasets import SegDataset, build_dataset
+from segls.data.readers import DataError
+from segls.runtime.seeds import derived_seed
 
-__all__ = ["InfiniteLoader", "ShardSampler", "augmentation_seed", "build_loaders"]
+if TYPE_CHECKING:
+    from segls.config import Config, DataConfig
+
+__all__ = [
+    "InfiniteLoader",
+    "ShardSampler",
+    "augmentation_seed",
+    "build_dataloader",
+    "build_loaders",
+    "init_worker",
+]
 
 # Key standing for "before any epoch" in a rank's loader seed; no epoch count reaches it.
 _LOADER_KEY = 2**32 - 1
@@ -32,8 +45,8 @@ def augmentation_seed(seed: int, rank: int, epoch: int | None = None) -> int:
     ranks augment their images differently.
     """
     if rank == 0:
-        return seed if epoch is None else runtime.derived_seed(seed, epoch)
-    return runtime.derived_seed(seed, _LOADER_KEY if epoch is None else epoch, rank)
+        return seed if epoch is None else derived_seed(seed, epoch)
+    return derived_seed(seed, _LOADER_KEY if epoch is None else epoch, rank)
 
 
 class ShardSampler(Sampler[int]):
@@ -53,6 +66,70 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def init_worker(worker_id: int) -> None:
+    """Set up a loader worker: leave Ctrl-C and SIGTERM to the main process, then seed.
+
+    Ignoring the signals keeps a Ctrl-C in the terminal (sent to every process of the group)
+    from ending the workers under the main process while it writes its last checkpoint; the
+    main process shuts them down. numpy, random and the dataset's augmentations are seeded
+    from the worker's torch seed: torch gives each worker ``base_seed + worker_id`` with
+    ``base_seed`` drawn from the loader's generator, so a seeded generator makes every
+    worker stream reproducible.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    while dataset is not None and not hasattr(dataset, "reseed"):
+        dataset = getattr(dataset, "dataset", None)
+    if dataset is not None:
+        dataset.reseed(seed)
+
+
+def build_dataloader(
+    data_cfg: DataConfig,
+    split: str,
+    train: bool,
+    seed: int = 0,
+    sampler: Sampler | None = None,
+    dataset: SegDataset | None = None,
+) -> DataLoader:
+    """DataLoader over `dataset`, by default ``build_dataset(data_cfg, split, train, seed)``.
+
+    Training: ``batch_size``, shuffled (unless a sampler is given), last partial batch
+    dropped, workers seeded from ``seed``. Validation: ``val_batch_size``, in order. Pass
+    `dataset` when it is built already (e.g. to make the `sampler` from it).
+    """
+    if dataset is None:
+        dataset = build_dataset(data_cfg, split, train, seed=seed)
+    batch_size = data_cfg.batch_size if train else data_cfg.val_batch_size
+    num_items = len(dataset) if sampler is None or not hasattr(sampler, "__len__") else len(sampler)
+    if train and num_items < batch_size:
+        raise DataError(
+            f"split {split!r} of {data_cfg.root} gives {num_items} samples per epoch, fewer than "
+            f"data.batch_size={batch_size}, so every batch would be dropped; lower "
+            "data.batch_size, or raise data.repeat to draw several crops of each image per epoch"
+        )
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    num_workers = int(data_cfg.num_workers)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        drop_last=train,
+        num_workers=num_workers,
+        worker_init_fn=init_worker,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def build_loaders(cfg: Config, rank: int = 0, world_size: int = 1) -> tuple[DataLoader, DataLoader]:
@@ -75,21 +152,7 @@ def build_loaders(cfg: Config, rank: int = 0, world_size: int = 1) -> tuple[Data
     val_loader = build_dataloader(
         data, data.val_split, train=False, seed=seed, sampler=val_sampler, dataset=val_set
     )
-    for loader in (train_loader, val_loader):
-        loader.worker_init_fn = functools.partial(_init_worker, loader.worker_init_fn)
     return train_loader, val_loader
-
-
-def _init_worker(init_fn: Callable[[int], None] | None, worker_id: int) -> None:
-    """Leave Ctrl-C and SIGTERM to the main process, which shuts the workers down; then `init_fn`.
-
-    Otherwise a Ctrl-C in the terminal (sent to every process of the group) would end the
-    workers under the main process while it writes its last checkpoint.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if init_fn is not None:
-        init_fn(worker_id)
 
 
 class InfiniteLoader:
