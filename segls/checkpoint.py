@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from segls import runtime
-from segls.weights import key_differences
+from segls.models.weights import key_differences
 
 __all__ = [
     "FORMAT_VERSION",

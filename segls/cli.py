@@ -20,8 +20,7 @@ from torch import nn
 
 from segls import checkpoint, config, runtime
 from segls.config import Config
-from segls.inference import InferenceSettings, settings_from_config
-from segls.models import build_model
+from segls.models import InferenceSettings, build_model, settings_from_config
 
 __all__ = [
     "InferenceSetup",

@@ -25,11 +25,10 @@ from segls import checkpoint, faults, io, runtime
 from segls.config import Config, dump, to_dict
 from segls.data import InfiniteLoader, build_loaders
 from segls.data import sample as sample_data
-from segls.inference import InferenceSettings, predict_logits, settings_from_config
 from segls.logger import RunLogger, TrainWindow
 from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
 from segls.metrics import CalibrationMetrics, SegMetrics, format_table
-from segls.models import build_model
+from segls.models import InferenceSettings, build_model, predict_logits, settings_from_config
 from segls.optim import build_ema, build_optimizer, build_scheduler
 from segls.plots import reliability_diagram
 from segls.runtime import distributed, progress
@@ -136,7 +135,7 @@ def evaluate(
     Calibration (``ECE``, ``NLL``, ``Brier`` and the per-bin ``calibration`` table over
     `calibration_bins` bins) is `segls.metrics.CalibrationMetrics`'. ``loss`` is the
     criterion's mean over every valid pixel of the set (each batch weighted by its loss
-    denominator), NaN without a criterion. `settings` is the inference mode (`segls.inference`;
+    denominator), NaN without a criterion. `settings` is the inference mode (`segls.models.inference`;
     default: the whole image). The model is left in eval mode. In a process group every
     rank must call this on its own shard of the set (`segls.data.ShardSampler`): the
     counts and sums of all ranks are added up, so all ranks return the whole set's scores.

@@ -20,8 +20,8 @@ from segls import checkpoint, config, engine
 from segls.checkpoint import CheckpointError
 from segls.config import ConfigError
 from segls.faults import NonFiniteError
+from segls.models.weights import read_state_dict
 from segls.runtime import distributed
-from segls.weights import read_state_dict
 
 
 class RunsCode:

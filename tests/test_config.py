@@ -481,13 +481,13 @@ def test_every_base_file_loads_alone(path):
 
 
 def test_model_bases_name_architectures_encoders_and_kwargs_that_segls_models_accepts():
-    from segls import models  # heavy (imports smp and timm): only when this test runs
+    from segls.models import factory  # heavy (imports smp and timm): only when this test runs
 
     for path in sorted((CONFIGS / "_base_" / "models").glob("*.yaml")):
         model = config.load(path).model
-        arch_class = models.arch_class_for(model.arch)
-        models.resolve_encoder(model.encoder)
-        models.check_kwargs(arch_class, model.kwargs)
+        arch_class = factory.arch_class_for(model.arch)
+        factory.resolve_encoder(model.encoder)
+        factory.check_kwargs(arch_class, model.kwargs)
 
 
 def test_readme_key_table_matches_the_dataclasses():

@@ -15,8 +15,13 @@ from test_engine import tiny_config, write_dataset
 from torch import nn
 
 from segls import config, engine
-from segls.inference import InferenceSettings, predict_logits, settings_from_config, window_starts
 from segls.models import build_model
+from segls.models.inference import (
+    InferenceSettings,
+    predict_logits,
+    settings_from_config,
+    window_starts,
+)
 
 
 def with_stride(module: nn.Module, stride: int) -> nn.Module:

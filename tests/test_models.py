@@ -1,4 +1,4 @@
-"""Tests for segls.models and segls.weights: every arch, offline weights, padding."""
+"""Tests for segls.models: every arch, offline weights, padding."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from segls import models, weights
-from segls.models import build_model, forward_padded, output_stride
+from segls.models import build_model, factory, forward_padded, output_stride, weights
 
 ARCH_NAMES = [
     "Unet",
@@ -68,7 +67,7 @@ def unet_calls(monkeypatch):
         calls.append(kwargs)
         return smp.Unet(**kwargs)
 
-    monkeypatch.setitem(models.ARCHS, "unet", spy)
+    monkeypatch.setitem(factory.ARCHS, "unet", spy)
     return calls
 
 
@@ -106,7 +105,7 @@ def test_output_stride_and_forward_padded_on_odd_sizes(arch):
     [("unet++", smp.UnetPlusPlus), ("DEEPLABV3+", smp.DeepLabV3Plus), (" upernet ", smp.UPerNet)],
 )
 def test_arch_aliases_and_case(name, smp_class):
-    assert models.arch_class_for(name) is smp_class
+    assert factory.arch_class_for(name) is smp_class
 
 
 def test_real_model_config_defaults_build():

@@ -26,8 +26,8 @@ from segls import checkpoint, cli, config
 from segls.config import Config
 from segls.data import DataError, build_transform, read_image, resolve_classes
 from segls.data.readers import IMAGE_EXTS
-from segls.inference import InferenceSettings, predict_logits
 from segls.io import write_png
+from segls.models import InferenceSettings, predict_logits
 from segls.predictions import mask_array, overlay, unique_names
 from segls.runtime import progress
 

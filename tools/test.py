@@ -28,9 +28,9 @@ from torch.utils.data import DataLoader
 from segls import checkpoint, cli, config
 from segls.data import DataError, build_dataloader, sample
 from segls.engine import build_criterion, evaluate
-from segls.inference import InferenceSettings, predict_logits
 from segls.io import write_json, write_png
 from segls.metrics import format_table
+from segls.models import InferenceSettings, predict_logits
 from segls.plots import reliability_diagram
 from segls.predictions import mask_array, unique_names
 from segls.runtime import progress

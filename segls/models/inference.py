@@ -1,9 +1,11 @@
-"""Logits for whole images: one pass, sliding windows, flip and multi-scale averaging.
+"""How a model turns images of any size into logits: padded to the stride, whole or in sliding
+windows, with flip and multi-scale averaging.
 
 `predict_logits` is what validation, ``tools/test.py`` and ``tools/infer.py`` call; it
 returns float32 N×C×H×W logits at the labels' resolution whatever the mode. The settings
 come from the config's ``eval`` section (`settings_from_config`), like mmsegmentation's
-``test_cfg``.
+``test_cfg``; as there, the inference modes sit with the model (mmseg's ``EncoderDecoder``
+has ``whole_inference`` and ``slide_inference``), below the config, which imports `MODES`.
 
 How predictions are combined:
 
@@ -30,18 +32,50 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segls.models import forward_padded
 from segls.runtime import autocast
 
 __all__ = [
     "MODES",
     "InferenceSettings",
+    "forward_padded",
+    "output_stride",
     "predict_logits",
     "settings_from_config",
     "window_starts",
 ]
 
 MODES = ("whole", "slide")
+
+
+def output_stride(model: nn.Module) -> int:
+    """The number that input height and width must be multiples of (32 for most encoders).
+
+    It is the encoder's total downsampling: 2**depth, or less with dilation (DeepLabV3: 8).
+    """
+    stride = getattr(getattr(model, "encoder", None), "output_stride", None)
+    if stride is None:
+        raise TypeError(
+            f"{type(model).__name__} has no encoder.output_stride; build it with build_model"
+        )
+    return int(stride)
+
+
+def forward_padded(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits for images of any size: pad to the output stride, forward, crop back.
+
+    Padding goes at the bottom and right, reflecting the image where it is larger than the
+    padding and with zeros where it is not.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be N×C×H×W, got shape {tuple(images.shape)}")
+    stride = output_stride(model)
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % stride, -width % stride
+    if pad_h == 0 and pad_w == 0:
+        return model(images)
+    mode = "reflect" if pad_h < height and pad_w < width else "constant"
+    logits = model(F.pad(images, (0, pad_w, 0, pad_h), mode=mode))
+    return logits[..., :height, :width]
 
 
 def _positive_pair(value: Sequence[int] | None, name: str) -> tuple[int, int]:
@@ -131,7 +165,7 @@ def window_starts(size: int, window: int, step: int) -> list[int]:
 def _pad_bottom_right(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """`images` padded at the bottom and right to at least height×width.
 
-    As in `segls.models.forward_padded`: reflected where the image is larger than the
+    As in `forward_padded`: reflected where the image is larger than the
     padding, zeros where it is not.
     """
     pad_h, pad_w = max(0, height - images.shape[-2]), max(0, width - images.shape[-1])

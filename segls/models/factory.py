@@ -1,4 +1,4 @@
-"""Segmentation models from segmentation-models-pytorch, built offline."""
+"""Segmentation models from segmentation-models-pytorch, built offline from a model config."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from typing import Any
 
 import segmentation_models_pytorch as smp
 import timm
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from segls import weights
+from segls.models import weights
 
 ARCHS: dict[str, type[nn.Module]] = {
     "unet": smp.Unet,
@@ -48,7 +46,7 @@ def build_model(model_cfg: Any, in_channels: int, num_classes: int) -> nn.Module
 
     model_cfg is a ModelConfig or any object with arch, encoder, encoder_weights and kwargs.
     Nothing is downloaded: smp always gets encoder_weights=None and the weights, if any,
-    are loaded from local files afterwards (see segls.weights).
+    are loaded from local files afterwards (see `segls.models.weights`).
     """
     arch_class = arch_class_for(model_cfg.arch)
     encoder_name = resolve_encoder(model_cfg.encoder)
@@ -153,34 +151,3 @@ def check_kwargs(arch_class: type[nn.Module], kwargs: dict | None) -> dict:
             f"Accepted: {', '.join(accepted)}"
         )
     return dict(kwargs)
-
-
-def output_stride(model: nn.Module) -> int:
-    """The number that input height and width must be multiples of (32 for most encoders).
-
-    It is the encoder's total downsampling: 2**depth, or less with dilation (DeepLabV3: 8).
-    """
-    stride = getattr(getattr(model, "encoder", None), "output_stride", None)
-    if stride is None:
-        raise TypeError(
-            f"{type(model).__name__} has no encoder.output_stride; build it with build_model"
-        )
-    return int(stride)
-
-
-def forward_padded(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Logits for images of any size: pad to the output stride, forward, crop back.
-
-    Padding goes at the bottom and right, reflecting the image where it is larger than the
-    padding and with zeros where it is not.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"images must be N×C×H×W, got shape {tuple(images.shape)}")
-    stride = output_stride(model)
-    height, width = images.shape[-2:]
-    pad_h, pad_w = -height % stride, -width % stride
-    if pad_h == 0 and pad_w == 0:
-        return model(images)
-    mode = "reflect" if pad_h < height and pad_w < width else "constant"
-    logits = model(F.pad(images, (0, pad_w, 0, pad_h), mode=mode))
-    return logits[..., :height, :width]
