@@ -19,7 +19,7 @@ from pathlib import Path
 
 from segls import checkpoint, config
 from segls.io import write_json, write_text
-from segls.plots import line_charts, save_png
+from segls.predict.plots import line_charts, save_png
 
 __all__ = ["collect", "markdown_table", "run_dir_name", "run_grid", "summarise", "write_report"]
 

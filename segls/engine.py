@@ -27,19 +27,18 @@ from segls.data import InfiniteLoader, build_loaders
 from segls.data import sample as sample_data
 from segls.logger import RunLogger, TrainWindow
 from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
-from segls.metrics import CalibrationMetrics, SegMetrics, format_table
-from segls.models import InferenceSettings, build_model, predict_logits, settings_from_config
+from segls.metrics import format_table
+from segls.models import build_model, settings_from_config
 from segls.optim import build_ema, build_optimizer, build_scheduler
-from segls.plots import reliability_diagram
+from segls.predict import evaluate, sample_panels
+from segls.predict.plots import reliability_diagram
 from segls.runtime import distributed, progress
-from segls.visualize import panel
 
 __all__ = [
     "build_criterion",
     "build_objective",
     "build_optimizer",
     "build_scheduler",
-    "evaluate",
     "train",
     "train_one_iter",
 ]
@@ -118,86 +117,6 @@ def train_one_iter(
     return {"loss": loss.detach(), "grad_norm": grad_norm, "skipped": skipped}
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    num_classes: int,
-    ignore_index: int,
-    device: torch.device,
-    amp: str | torch.dtype | None = "off",
-    criterion: nn.Module | None = None,
-    calibration_bins: int = 15,
-    settings: InferenceSettings | None = None,
-) -> dict:
-    """Scores over `loader`: `segls.metrics.scores_from_confusion`'s, calibration and loss.
-
-    Calibration (``ECE``, ``NLL``, ``Brier`` and the per-bin ``calibration`` table over
-    `calibration_bins` bins) is `segls.metrics.CalibrationMetrics`'. ``loss`` is the
-    criterion's mean over every valid pixel of the set (each batch weighted by its loss
-    denominator), NaN without a criterion. `settings` is the inference mode (`segls.models.inference`;
-    default: the whole image). The model is left in eval mode. In a process group every
-    rank must call this on its own shard of the set (`segls.data.ShardSampler`): the
-    counts and sums of all ranks are added up, so all ranks return the whole set's scores.
-    """
-    amp_dtype = runtime.amp_dtype(amp, device) if isinstance(amp, str) else amp
-    model.eval()
-    metrics = SegMetrics(num_classes, ignore_index)
-    calibration = CalibrationMetrics(calibration_bins, ignore_index)
-    loss_sum, loss_denominator = 0.0, 0.0
-    bar = progress(len(loader), "val", leave=False)
-    for images, labels in loader:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        logits = predict_logits(model, images, labels.shape[-2:], settings, amp_dtype)
-        metrics.update(logits, labels)
-        calibration.update(logits, labels)
-        if criterion is not None:
-            valid_mask = labels != ignore_index
-            weight = getattr(criterion, "weight", None)
-            if weight is None:
-                denominator = valid_mask.sum()
-            else:
-                denominator = weight.to(device)[labels[valid_mask]].sum()
-            loss_sum += float(criterion(logits, labels) * denominator)
-            loss_denominator += float(denominator)
-        bar.update(1)
-    bar.close()
-    scores = metrics.compute(sync=True)
-    scores.update(calibration.compute(sync=True))
-    loss_sum, loss_denominator = distributed.all_reduce_sum([loss_sum, loss_denominator])
-    has_loss = criterion is not None and loss_denominator > 0
-    scores["loss"] = loss_sum / loss_denominator if has_loss else math.nan
-    return scores
-
-
-def _sample_panels(
-    model: nn.Module, dataset, cfg: Config, device: torch.device, amp_dtype: torch.dtype | None
-) -> list[torch.Tensor]:
-    """Input | ground truth | prediction panels of the first ``runtime.vis_samples`` images."""
-    panels = []
-    settings = settings_from_config(cfg)
-    model.eval()
-    with torch.no_grad():
-        for index in range(min(cfg.runtime.vis_samples, len(dataset))):
-            image, label = dataset[index]
-            images = image[None].to(device)
-            logits = predict_logits(model, images, label.shape[-2:], settings, amp_dtype)
-            prediction = logits.argmax(dim=1)[0].cpu()
-            panels.append(
-                panel(
-                    image,
-                    label,
-                    prediction,
-                    dataset.palette,
-                    cfg.data.mean,
-                    cfg.data.std,
-                    ignore_index=cfg.data.ignore_index,
-                )
-            )
-    return panels
-
-
 def _evaluate_and_record(
     model: nn.Module,
     loader: DataLoader,
@@ -224,7 +143,10 @@ def _evaluate_and_record(
         title = f"val reliability, iter {iteration} (ECE {100 * scores['ECE']:.2f}%)"
         diagram = reliability_diagram(scores["calibration"], title)
         logger.image("val/reliability", diagram, iteration)
-        panels = _sample_panels(model, loader.dataset, cfg, device, amp_dtype)
+        panels = sample_panels(
+            model, loader.dataset, cfg.runtime.vis_samples, device, settings_from_config(cfg),
+            amp_dtype, cfg.data.mean, cfg.data.std, cfg.data.ignore_index,
+        )  # fmt: skip
         for index, image in enumerate(panels):
             logger.image(f"val/sample_{index}", image, iteration)
     return scores

@@ -12,7 +12,7 @@ from PIL import Image
 from test_engine import tiny_config, write_dataset
 
 from segls import compare, config
-from segls.plots import line_charts, reliability_diagram, save_png
+from segls.predict.plots import line_charts, reliability_diagram, save_png
 
 REPO_TOOLS = __import__("pathlib").Path(__file__).resolve().parents[1] / "tools"
 

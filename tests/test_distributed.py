@@ -27,6 +27,7 @@ from torch.utils.data import DistributedSampler
 from segls import checkpoint, config, engine, io, runtime
 from segls.data import InfiniteLoader, ShardSampler, augmentation_seed, build_loaders
 from segls.models import build_model
+from segls.predict import evaluate
 from segls.runtime import distributed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -192,8 +193,8 @@ def evaluate_checkpoint(config_path: str, weights_path: str) -> dict:
         _, val_loader = build_loaders(cfg, context.rank, context.world_size)
         model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
         model.load_state_dict(checkpoint.load(weights_path))
-        scores = engine.evaluate(
-            model, val_loader, 3, 255, torch.device("cpu"), "off", engine.build_criterion(cfg)
+        scores = evaluate(
+            model, val_loader, 3, 255, torch.device("cpu"), None, engine.build_criterion(cfg)
         )
         return {"scores": scores, "indices": list(val_loader.sampler)}
     finally:

@@ -23,6 +23,7 @@ from segls.data import build_dataset
 from segls.losses import LabelSmoothSoftmaxCE
 from segls.models import build_model
 from segls.optim import build_ema, build_optimizer, build_scheduler, poly_warmup_factor
+from segls.predict import evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["back", "ring", "core"]
@@ -130,7 +131,7 @@ def test_ema_follows_the_hand_written_recurrence_and_is_what_training_evaluates(
         {k[len("module.") :]: v for k, v in state["ema"].items() if k.startswith("module.")}
     )
     loader = DataLoader(build_dataset(cfg.data, "val", train=False), batch_size=1)
-    again = engine.evaluate(averaged, loader, 3, 255, torch.device("cpu"), "off")
+    again = evaluate(averaged, loader, 3, 255, torch.device("cpu"), None)
     assert again["mIoU"] == pytest.approx(scores["mIoU"], nan_ok=True)
     assert any(not torch.equal(v, state["model"][k]) for k, v in averaged.state_dict().items())
 
@@ -272,7 +273,7 @@ def test_evaluate_scores_and_loss_against_torch_cross_entropy():
     loader = DataLoader(list(zip(images, labels, strict=True)), batch_size=2)
     model = OracleModel(3)
     criterion = LabelSmoothSoftmaxCE(0.1, ignore_index=255)
-    scores = engine.evaluate(model, loader, 3, 255, torch.device("cpu"), "off", criterion)
+    scores = evaluate(model, loader, 3, 255, torch.device("cpu"), None, criterion)
 
     valid = labels != 255
     cm = np.zeros((3, 3), np.int64)
@@ -298,7 +299,7 @@ def test_evaluate_scores_and_loss_against_torch_cross_entropy():
 def test_evaluate_without_criterion_reports_nan_loss_and_accepts_bf16():
     labels = torch.randint(0, 2, (1, 8, 8))
     loader = DataLoader([(labels[0, None].float(), labels[0])], batch_size=1)
-    scores = engine.evaluate(OracleModel(2), loader, 2, 255, torch.device("cpu"), "bf16")
+    scores = evaluate(OracleModel(2), loader, 2, 255, torch.device("cpu"), torch.bfloat16)
     assert math.isnan(scores["loss"])
     assert scores["mIoU"] == pytest.approx(1.0)
 

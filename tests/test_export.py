@@ -16,8 +16,9 @@ import torch
 from test_engine import tiny_config
 from test_tools_test import load_tool, save_checkpoint
 
-from segls import config, onnx_export
+from segls import config
 from segls.models import forward_padded
+from segls.predict import export as onnx_export
 
 TOLERANCE = 1e-4
 

@@ -17,7 +17,8 @@ from segls import checkpoint, config
 from segls.data import read_mask
 from segls.io import encode_png
 from segls.models import build_model
-from segls.predictions import mask_array, unique_names
+from segls.predict import files as prediction_files
+from segls.predict.files import mask_array, unique_names
 
 PALETTE = [[10, 20, 30], [200, 0, 0], [0, 250, 5]]
 
@@ -85,13 +86,13 @@ def test_same_size_images_are_batched_without_changing_the_results(setup, tmp_pa
     (inputs / "c.tif").write_bytes((inputs / "a" / "x.tif").read_bytes())
     tool = load_tool("infer")
     shapes = []
-    real_predict = tool.predict_logits
+    real_predict = prediction_files.predict_logits
 
     def recording_predict(model, images, *args):
         shapes.append(tuple(images.shape))
         return real_predict(model, images, *args)
 
-    monkeypatch.setattr(tool, "predict_logits", recording_predict)
+    monkeypatch.setattr(prediction_files, "predict_logits", recording_predict)
     paths = [str(config_path), str(checkpoint_path), str(inputs)]
     assert tool.main([*paths, "--out", str(tmp_path / "two"), "--batch-size", "2"]) == 0
     # Files in order: a/x, b/odd, b/x, c: a/x and b/x (32×32) make the first batch; the

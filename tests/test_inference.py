@@ -22,6 +22,7 @@ from segls.models.inference import (
     settings_from_config,
     window_starts,
 )
+from segls.predict import evaluation
 
 
 def with_stride(module: nn.Module, stride: int) -> nn.Module:
@@ -210,13 +211,13 @@ def test_validation_during_training_uses_the_eval_section(tmp_path, monkeypatch)
         runtime={"vis_samples": 1},
     )
     seen = []
-    real_predict = engine.predict_logits
+    real_predict = evaluation.predict_logits
 
     def recording_predict(model, images, size, settings, amp_dtype):
         seen.append(settings)
         return real_predict(model, images, size, settings, amp_dtype)
 
-    monkeypatch.setattr(engine, "predict_logits", recording_predict)
+    monkeypatch.setattr(evaluation, "predict_logits", recording_predict)
     engine.train(cfg, tmp_path / "run")
     # One validation image, then one panel; the window defaults to data.crop_size (32×32).
     assert seen == [InferenceSettings("slide", (32, 32), (21, 21), flip=True)] * 2

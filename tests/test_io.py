@@ -41,7 +41,7 @@ WRITE_METHODS = {
 ALLOWED_WRITERS = {
     ("segls/compare.py", "TensorBoard writer"): "TensorBoard appends its own event files",
     ("segls/logger.py", "TensorBoard writer"): "TensorBoard appends its own event files",
-    ("segls/onnx_export.py", "torch.onnx.export"): "into the temporary path io hands it",
+    ("segls/predict/export.py", "torch.onnx.export"): "into the temporary path io hands it",
     ("segls/data/sample.py", "image writer"): "tifffile encodes into an in-memory buffer",
     ("segls/bench.py", "open for writing"): "/proc/self/clear_refs resets the peak-RSS counter",
     (

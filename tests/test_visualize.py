@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segls.visualize import colorize, displayable, panel
+from segls.predict.pictures import colorize, displayable, panel
 
 PALETTE = [[0, 0, 0], [255, 0, 0], [0, 0, 255]]
 

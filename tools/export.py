@@ -4,7 +4,7 @@
 
 The graph maps ``images`` (N×in_channels×H×W float32, normalised with data.mean/std) to
 ``logits`` (N×num_classes×H×W); H and W may be any size of at least the encoder stride
-(padding to the stride happens inside the graph, see `segls.onnx_export`). EMA weights are
+(padding to the stride happens inside the graph, see `segls.predict.export`). EMA weights are
 used when the checkpoint has them. Unless --no-verify, onnxruntime (CPU) runs the file on a
 random input of a size that needs padding and the largest difference from PyTorch is
 printed; above the tolerance (1e-4, absolute or relative), or when onnxruntime cannot run
@@ -15,17 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 from segls import checkpoint, cli, config
-from segls.models import forward_padded, output_stride
-from segls.onnx_export import export_onnx, require
-
-TOLERANCE = 1e-4  # |onnx - torch| <= TOLERANCE * (1 + |torch|), elementwise
+from segls.predict.export import TOLERANCE, export_onnx, require, verify
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,21 +31,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_classes=4")
     return parser.parse_intermixed_args(argv)
-
-
-def verify(model: nn.Module, path: Path, in_channels: int, seed: int = 0) -> float:
-    """Largest ``|onnx - torch| / (1 + |torch|)`` over a batch of 2 random images off the stride."""
-    require("onnxruntime")
-    import onnxruntime
-
-    stride = output_stride(model)
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(2, in_channels, 3 * stride + 5, 2 * stride + 3, generator=generator)
-    with torch.no_grad():
-        expected = forward_padded(model.eval(), images).numpy()
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (actual,) = session.run(["logits"], {"images": images.numpy()})
-    return float(np.max(np.abs(actual - expected) / (1.0 + np.abs(expected))))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,16 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from segls import checkpoint, cli, config
-from segls.config import Config
-from segls.data import DataError, build_transform, read_image, resolve_classes
-from segls.data.readers import IMAGE_EXTS
-from segls.io import write_png
-from segls.models import InferenceSettings, predict_logits
-from segls.predictions import mask_array, overlay, unique_names
+from segls.data import DataError
+from segls.predict.files import Predictor, collect_images, unique_names
 from segls.runtime import progress
 
 
@@ -52,89 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha must be in [0, 1], got {args.alpha}")
     return args
-
-
-def collect_images(inputs: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """The image files named or found under the folders (each once), and inputs that are neither."""
-    files, missing, seen = [], [], set()
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-            )
-            if not found:
-                missing.append((path, f"folder has no {'/'.join(IMAGE_EXTS)} images"))
-        elif path.is_file():
-            found = [path]
-        else:
-            missing.append((path, "no such file or folder"))
-            continue
-        for file in found:
-            if file.resolve() not in seen:
-                seen.add(file.resolve())
-                files.append(file)
-    return files, missing
-
-
-class Predictor:
-    """Batches same-size images, predicts them, and writes mask and overlay per image."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        cfg: Config,
-        settings: InferenceSettings,
-        amp_dtype: torch.dtype | None,
-        device: torch.device,
-        out_dir: Path,
-        batch_size: int,
-        alpha: float,
-    ) -> None:
-        self.model, self.cfg, self.settings, self.amp_dtype = model, cfg, settings, amp_dtype
-        self.device, self.out_dir, self.batch_size, self.alpha = device, out_dir, batch_size, alpha
-        self.transform = build_transform(cfg.data, train=False)
-        self.palette = resolve_classes(cfg.data)[1]
-        self.pending: dict[tuple[int, int], list[tuple[torch.Tensor, str]]] = {}
-        self.written = 0
-
-    def load(self, path: Path) -> torch.Tensor:
-        """The normalised C×H×W image; DataError/OSError naming `path` if it cannot be used."""
-        image = read_image(path)
-        channels = self.cfg.data.in_channels
-        if image.shape[2] != channels:
-            raise DataError(
-                f"{path}: image has {image.shape[2]} channels but data.in_channels={channels}; "
-                "use images like the training ones or a config for this channel count"
-            )
-        return self.transform(image)[0]
-
-    def add(self, image: torch.Tensor, name: str) -> int:
-        """Queue an image; predict its size group once full. Returns the images written."""
-        group = self.pending.setdefault(tuple(image.shape[-2:]), [])
-        group.append((image, name))
-        if len(group) < self.batch_size:
-            return 0
-        return self._run(self.pending.pop(tuple(image.shape[-2:])))
-
-    def flush(self) -> int:
-        """Predict every queued image; returns the images written."""
-        groups, self.pending = list(self.pending.values()), {}
-        return sum(self._run(group) for group in groups)
-
-    def _run(self, group: list[tuple[torch.Tensor, str]]) -> int:
-        """Predict one batch of same-size images and write their files."""
-        batch = torch.stack([image for image, _ in group]).to(self.device)
-        logits = predict_logits(self.model, batch, None, self.settings, self.amp_dtype)
-        data = self.cfg.data
-        for (image, name), prediction in zip(group, logits.argmax(dim=1).cpu(), strict=True):
-            write_png(self.out_dir / f"{name}_mask.png", mask_array(prediction, data.num_classes))
-            shown = overlay(image, prediction, self.palette, data.mean, data.std, self.alpha)
-            write_png(self.out_dir / f"{name}_overlay.png", shown)
-        self.written += len(group)
-        return len(group)
 
 
 def _described(path: Path, reason: str) -> str:

@@ -6,7 +6,7 @@
 
 Prints the per-class table with its summary (`segls.metrics.format_table`: the mean scores,
 and calibration when evaluation reports it), then the loss and the settings, and writes
-everything `segls.engine.evaluate` returns to DIR/scores.json and the reliability diagram
+everything `segls.predict.evaluate` returns to DIR/scores.json and the reliability diagram
 (accuracy against confidence) to DIR/reliability.png. DIR defaults to
 test_<checkpoint stem>/ beside the checkpoint. The inference flags are shortcuts for the
 ``eval.*`` and ``runtime.amp`` overrides (configs/README.md). --save-masks also writes each
@@ -21,19 +21,15 @@ import math
 import sys
 from pathlib import Path
 
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
-
 from segls import checkpoint, cli, config
 from segls.data import DataError, build_dataloader, sample
-from segls.engine import build_criterion, evaluate
+from segls.engine import build_criterion
 from segls.io import write_json, write_png
 from segls.metrics import format_table
-from segls.models import InferenceSettings, predict_logits
-from segls.plots import reliability_diagram
-from segls.predictions import mask_array, unique_names
-from segls.runtime import progress
+from segls.models import InferenceSettings
+from segls.predict import evaluate
+from segls.predict.files import save_masks
+from segls.predict.plots import reliability_diagram
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,29 +54,6 @@ def summary(scores: dict, settings: InferenceSettings, amp: str, weights: str, c
         f"val loss {loss:.4f} | {count} images | {settings.describe()} | amp {amp} | "
         f"{weights} weights"
     )
-
-
-def save_masks(
-    model: nn.Module,
-    loader: DataLoader,
-    settings: InferenceSettings,
-    amp_dtype: torch.dtype | None,
-    device: torch.device,
-    num_classes: int,
-    out_dir: Path,
-) -> int:
-    """Write each image's predicted class indices to `out_dir`/<name>.png; returns the count."""
-    names = unique_names(loader.dataset.image_paths)
-    index = 0
-    bar = progress(len(loader), "masks", leave=False)
-    for images, labels in loader:
-        logits = predict_logits(model, images.to(device), labels.shape[-2:], settings, amp_dtype)
-        for prediction in logits.argmax(dim=1):
-            write_png(out_dir / f"{names[index]}.png", mask_array(prediction, num_classes))
-            index += 1
-        bar.update(1)
-    bar.close()
-    return index
 
 
 def main(argv: list[str] | None = None) -> dict:

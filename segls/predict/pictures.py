@@ -1,12 +1,13 @@
-"""Pictures of images, labels and predictions for people to look at."""
+"""Pictures of images, labels and predictions for people to look at: uint8 H×W×3 RGB."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["colorize", "displayable", "panel"]
+__all__ = ["colorize", "displayable", "overlay", "panel"]
 
 
 def displayable(
@@ -76,3 +77,24 @@ def panel(
     gap = torch.full((shown.shape[0], 4, 3), 255, dtype=torch.uint8)
     parts = [shown, gap, colorize(label, palette, ignore_index), gap]
     return torch.cat([*parts, colorize(pred, palette, ignore_index)], dim=1)
+
+
+def overlay(
+    image: torch.Tensor,
+    prediction: torch.Tensor,
+    palette: Sequence[Sequence[int]],
+    mean: Sequence[float],
+    std: Sequence[float],
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """The image (see `displayable`) blended with the prediction's colours.
+
+    `alpha` is the weight of the colours: 0 shows the image alone, 1 the colours alone.
+    Returns uint8 H×W×3 RGB.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    shown = displayable(image, mean, std).float()
+    colours = colorize(prediction, palette).float()
+    blended = (1.0 - alpha) * shown + alpha * colours
+    return blended.round().clamp(0, 255).to(torch.uint8).numpy()

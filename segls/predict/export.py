@@ -20,16 +20,18 @@ import importlib.util
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from segls.io import write_through_path
-from segls.models import output_stride
+from segls.models import forward_padded, output_stride
 
-__all__ = ["INSTALL_HINT", "PaddedModel", "export_onnx", "require"]
+__all__ = ["INSTALL_HINT", "TOLERANCE", "PaddedModel", "export_onnx", "require", "verify"]
 
 INSTALL_HINT = "pip install -e '.[export]'"
+TOLERANCE = 1e-4  # |onnx - torch| <= TOLERANCE * (1 + |torch|), elementwise
 _MAX_SIZE = 65536  # upper bound of the dynamic dimensions, needed by torch.export
 
 
@@ -92,3 +94,18 @@ def export_onnx(
 
     write_through_path(path, export_to, suffix=".onnx")
     return path
+
+
+def verify(model: nn.Module, path: Path, in_channels: int, seed: int = 0) -> float:
+    """Largest ``|onnx - torch| / (1 + |torch|)`` over a batch of 2 random images off the stride."""
+    require("onnxruntime")
+    import onnxruntime
+
+    stride = output_stride(model)
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(2, in_channels, 3 * stride + 5, 2 * stride + 3, generator=generator)
+    with torch.no_grad():
+        expected = forward_padded(model.eval(), images).numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(["logits"], {"images": images.numpy()})
+    return float(np.max(np.abs(actual - expected) / (1.0 + np.abs(expected))))

@@ -1,0 +1,94 @@
+"""Evaluation: a model's scores over a validation loader, and sample panels to look at."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from segls.metrics import CalibrationMetrics, SegMetrics
+from segls.models import InferenceSettings, predict_logits
+from segls.predict.pictures import panel
+from segls.runtime import distributed, progress
+
+__all__ = ["evaluate", "sample_panels"]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    ignore_index: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    criterion: nn.Module | None = None,
+    calibration_bins: int = 15,
+    settings: InferenceSettings | None = None,
+) -> dict:
+    """Scores over `loader`: `segls.metrics.scores_from_confusion`'s, calibration and loss.
+
+    Calibration (``ECE``, ``NLL``, ``Brier`` and the per-bin ``calibration`` table over
+    `calibration_bins` bins) is `segls.metrics.CalibrationMetrics`'. ``loss`` is the
+    criterion's mean over every valid pixel of the set (each batch weighted by its loss
+    denominator), NaN without a criterion. `settings` is the inference mode
+    (`segls.models.inference`; default: the whole image) and `amp_dtype` the autocast dtype
+    (None: float32). The model is left in eval mode. In a process group every rank must call
+    this on its own shard of the set (`segls.data.ShardSampler`): the counts and sums of all
+    ranks are added up, so all ranks return the whole set's scores.
+    """
+    model.eval()
+    metrics = SegMetrics(num_classes, ignore_index)
+    calibration = CalibrationMetrics(calibration_bins, ignore_index)
+    loss_sum, loss_denominator = 0.0, 0.0
+    bar = progress(len(loader), "val", leave=False)
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        logits = predict_logits(model, images, labels.shape[-2:], settings, amp_dtype)
+        metrics.update(logits, labels)
+        calibration.update(logits, labels)
+        if criterion is not None:
+            valid_mask = labels != ignore_index
+            weight = getattr(criterion, "weight", None)
+            if weight is None:
+                denominator = valid_mask.sum()
+            else:
+                denominator = weight.to(device)[labels[valid_mask]].sum()
+            loss_sum += float(criterion(logits, labels) * denominator)
+            loss_denominator += float(denominator)
+        bar.update(1)
+    bar.close()
+    scores = metrics.compute(sync=True)
+    scores.update(calibration.compute(sync=True))
+    loss_sum, loss_denominator = distributed.all_reduce_sum([loss_sum, loss_denominator])
+    has_loss = criterion is not None and loss_denominator > 0
+    scores["loss"] = loss_sum / loss_denominator if has_loss else math.nan
+    return scores
+
+
+@torch.no_grad()
+def sample_panels(
+    model: nn.Module,
+    dataset: Dataset,
+    count: int,
+    device: torch.device,
+    settings: InferenceSettings,
+    amp_dtype: torch.dtype | None,
+    mean: Sequence[float],
+    std: Sequence[float],
+    ignore_index: int = 255,
+) -> list[torch.Tensor]:
+    """Input | ground truth | prediction panels of the first `count` images of `dataset`."""
+    panels = []
+    model.eval()
+    for index in range(min(count, len(dataset))):
+        image, label = dataset[index]
+        images = image[None].to(device)
+        logits = predict_logits(model, images, label.shape[-2:], settings, amp_dtype)
+        prediction = logits.argmax(dim=1)[0].cpu()
+        panels.append(panel(image, label, prediction, dataset.palette, mean, std, ignore_index))
+    return panels

@@ -1,0 +1,173 @@
+"""Prediction files for people: class-index masks and colour overlays, under unique names.
+
+`save_masks` writes the masks of a data loader (``tools/test.py --save-masks``), `Predictor`
+those of your own images with their overlays (``tools/infer.py``), both through `segls.io`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segls.config import Config
+from segls.data import DataError, build_transform, read_image, resolve_classes
+from segls.data.readers import IMAGE_EXTS
+from segls.io import write_png
+from segls.models import InferenceSettings, predict_logits
+from segls.predict.pictures import overlay
+from segls.runtime import progress
+
+__all__ = ["Predictor", "collect_images", "mask_array", "save_masks", "unique_names"]
+
+
+def mask_array(prediction: torch.Tensor, num_classes: int) -> np.ndarray:
+    """An H×W map of class indices as uint8, or uint16 when there are more than 256 classes."""
+    if num_classes > 65536:
+        raise ValueError(f"{num_classes} classes do not fit a 16-bit PNG mask (at most 65536)")
+    dtype = np.uint8 if num_classes <= 256 else np.uint16
+    return prediction.detach().cpu().numpy().astype(dtype)
+
+
+def _folders(path: Path) -> list[str]:
+    """The folder names above `path`, without the root and "." or ".." parts."""
+    return [part for part in path.parent.parts if part not in (path.anchor, ".", "..")]
+
+
+def unique_names(paths: Sequence[Path]) -> list[str]:
+    """An output name per path: its stem, with parent folders prefixed where stems clash.
+
+    ``a/x.png`` and ``b/x.tif`` become ``a_x`` and ``b_x``; names that still clash (or differ
+    only in letter case, which collide on some file systems) get ``_2``, ``_3``, ...
+    """
+    paths = [Path(path) for path in paths]
+    names = [path.stem for path in paths]
+    folders = [_folders(path) for path in paths]
+    for depth in range(1, max((len(parts) for parts in folders), default=0) + 1):
+        counts = Counter(name.casefold() for name in names)
+        clashing = [index for index, name in enumerate(names) if counts[name.casefold()] > 1]
+        if not clashing:
+            break
+        for index in clashing:
+            names[index] = "_".join([*folders[index][-depth:], paths[index].stem])
+    taken: set[str] = set()
+    unique = []
+    for name in names:
+        candidate, number = name, 1
+        while candidate.casefold() in taken:
+            number += 1
+            candidate = f"{name}_{number}"
+        taken.add(candidate.casefold())
+        unique.append(candidate)
+    return unique
+
+
+def collect_images(inputs: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files named or found under the folders (each once), and inputs that are neither."""
+    files, missing, seen = [], [], set()
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+            )
+            if not found:
+                missing.append((path, f"folder has no {'/'.join(IMAGE_EXTS)} images"))
+        elif path.is_file():
+            found = [path]
+        else:
+            missing.append((path, "no such file or folder"))
+            continue
+        for file in found:
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                files.append(file)
+    return files, missing
+
+
+def save_masks(
+    model: nn.Module,
+    loader: DataLoader,
+    settings: InferenceSettings,
+    amp_dtype: torch.dtype | None,
+    device: torch.device,
+    num_classes: int,
+    out_dir: Path,
+) -> int:
+    """Write each image's predicted class indices to `out_dir`/<name>.png; returns the count."""
+    names = unique_names(loader.dataset.image_paths)
+    index = 0
+    bar = progress(len(loader), "masks", leave=False)
+    for images, labels in loader:
+        logits = predict_logits(model, images.to(device), labels.shape[-2:], settings, amp_dtype)
+        for prediction in logits.argmax(dim=1):
+            write_png(out_dir / f"{names[index]}.png", mask_array(prediction, num_classes))
+            index += 1
+        bar.update(1)
+    bar.close()
+    return index
+
+
+class Predictor:
+    """Batches same-size images, predicts them, and writes mask and overlay per image."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: Config,
+        settings: InferenceSettings,
+        amp_dtype: torch.dtype | None,
+        device: torch.device,
+        out_dir: Path,
+        batch_size: int,
+        alpha: float,
+    ) -> None:
+        self.model, self.cfg, self.settings, self.amp_dtype = model, cfg, settings, amp_dtype
+        self.device, self.out_dir, self.batch_size, self.alpha = device, out_dir, batch_size, alpha
+        self.transform = build_transform(cfg.data, train=False)
+        self.palette = resolve_classes(cfg.data)[1]
+        self.pending: dict[tuple[int, int], list[tuple[torch.Tensor, str]]] = {}
+        self.written = 0
+
+    def load(self, path: Path) -> torch.Tensor:
+        """The normalised C×H×W image; DataError/OSError naming `path` if it cannot be used."""
+        image = read_image(path)
+        channels = self.cfg.data.in_channels
+        if image.shape[2] != channels:
+            raise DataError(
+                f"{path}: image has {image.shape[2]} channels but data.in_channels={channels}; "
+                "use images like the training ones or a config for this channel count"
+            )
+        return self.transform(image)[0]
+
+    def add(self, image: torch.Tensor, name: str) -> int:
+        """Queue an image; predict its size group once full. Returns the images written."""
+        group = self.pending.setdefault(tuple(image.shape[-2:]), [])
+        group.append((image, name))
+        if len(group) < self.batch_size:
+            return 0
+        return self._run(self.pending.pop(tuple(image.shape[-2:])))
+
+    def flush(self) -> int:
+        """Predict every queued image; returns the images written."""
+        groups, self.pending = list(self.pending.values()), {}
+        return sum(self._run(group) for group in groups)
+
+    def _run(self, group: list[tuple[torch.Tensor, str]]) -> int:
+        """Predict one batch of same-size images and write their files."""
+        batch = torch.stack([image for image, _ in group]).to(self.device)
+        logits = predict_logits(self.model, batch, None, self.settings, self.amp_dtype)
+        data = self.cfg.data
+        for (image, name), prediction in zip(group, logits.argmax(dim=1).cpu(), strict=True):
+            write_png(self.out_dir / f"{name}_mask.png", mask_array(prediction, data.num_classes))
+            shown = overlay(image, prediction, self.palette, data.mean, data.std, self.alpha)
+            write_png(self.out_dir / f"{name}_overlay.png", shown)
+        self.written += len(group)
+        return len(group)
