@@ -3,7 +3,7 @@
 A variant combines the switches that change speed, not the maths: precision (fp32, fp16,
 bf16), channels_last, torch.compile and the loss backend (torch, triton). Each variant trains
 a fresh model (same seed) on one random batch of the config's crop and batch size through
-`segls.engine.train_one_iter`, as training does; no dataset is needed. Variants the device
+`segls.train.train_one_iter`, as training does; no dataset is needed. Variants the device
 cannot run are reported as skipped, never measured.
 
 Peak memory on CUDA is ``max_memory_allocated`` over the timed steps (weights, optimizer
@@ -30,9 +30,9 @@ import torch
 
 from segls import __version__, io, runtime
 from segls.config import Config, ConfigError
-from segls.engine import build_criterion, build_objective, train_one_iter
 from segls.models import build_model
-from segls.optim import build_optimizer, build_scheduler
+from segls.train import build_criterion, build_objective, train_one_iter
+from segls.train.optim import build_optimizer, learning_rate, set_lr
 
 __all__ = [
     "IGNORE_FRACTION",
@@ -232,29 +232,27 @@ def run_variant(
     train_model = torch.compile(model) if variant.compile else model
     criterion = build_objective(cfg, build_criterion(cfg).to(device))
     optimizer = build_optimizer(model, cfg.optimizer)
-    scheduler = build_scheduler(optimizer, cfg.schedule)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
     images, labels = random_batch(cfg, device, memory_format)
 
-    def step() -> dict:
-        result = train_one_iter(
+    def step(iteration: int) -> dict:
+        set_lr(optimizer, learning_rate(iteration, cfg.optimizer, cfg.schedule))
+        return train_one_iter(
             train_model, criterion, images, labels, optimizer, scaler, amp_dtype,
             cfg.optimizer.grad_clip,
         )  # fmt: skip
-        scheduler.step()
-        return result
 
     warmup_start = time.perf_counter()
-    for _ in range(warmup):
-        step()
+    for iteration in range(warmup):
+        step(iteration)
     _synchronize(device)
     warmup_seconds = time.perf_counter() - warmup_start
     _release_freed_memory(device)
     start_kib = _reset_peak(device)
     _synchronize(device)
     start = time.perf_counter()
-    for _ in range(iters):
-        result = step()
+    for iteration in range(warmup, warmup + iters):
+        result = step(iteration)
     _synchronize(device)
     seconds = time.perf_counter() - start
     return {

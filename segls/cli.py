@@ -18,9 +18,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from segls import checkpoint, config, runtime
+from segls import config, runtime
 from segls.config import Config
 from segls.models import InferenceSettings, build_model, settings_from_config
+from segls.train import checkpoint
 
 __all__ = [
     "InferenceSetup",
@@ -81,7 +82,7 @@ def load_model(
     """The config's model with the checkpoint's weights, in eval mode on `device`.
 
     Returns the model and which weights were loaded ("ema", "model" or "state_dict"; see
-    `segls.checkpoint.load_weights`). No pretrained encoder file is read: the checkpoint
+    `segls.train.checkpoint.load_weights`). No pretrained encoder file is read: the checkpoint
     holds every weight.
     """
     model_cfg = dataclasses.replace(cfg.model, encoder_weights=None)

@@ -17,9 +17,10 @@ import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from segls import checkpoint, config
+from segls import config
 from segls.io import write_json, write_text
 from segls.predict.plots import line_charts, save_png
+from segls.train import checkpoint
 
 __all__ = ["collect", "markdown_table", "run_dir_name", "run_grid", "summarise", "write_report"]
 
@@ -69,7 +70,7 @@ def run_grid(
     and an interrupted one continues from its latest.pth, so the grid can be stopped and
     started again.
     """
-    from segls.engine import train  # the training stack, only when training
+    from segls.train import train  # the training stack, only when training
 
     out_dir = Path(out_dir)
     runs = []

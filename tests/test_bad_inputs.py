@@ -16,12 +16,11 @@ import torch
 from PIL import Image
 from test_engine import load_cli, tiny_config, write_dataset
 
-from segls import checkpoint, config, engine
-from segls.checkpoint import CheckpointError
+from segls import config
 from segls.config import ConfigError
-from segls.faults import NonFiniteError
 from segls.models.weights import read_state_dict
 from segls.runtime import distributed
+from segls.train import CheckpointError, NonFiniteError, checkpoint, train
 
 
 class RunsCode:
@@ -135,7 +134,7 @@ def test_an_unknown_flag_is_a_usage_error(tiny_setup, tmp_path, monkeypatch, cap
 
 def test_resuming_with_a_checkpoint_of_another_model_names_it(tiny_setup, tmp_path, capsys):
     cfg, config_path = tiny_setup
-    engine.train(tiny_config(cfg.data.root, schedule={"max_iters": 2}), tmp_path / "unet")
+    train(tiny_config(cfg.data.root, schedule={"max_iters": 2}), tmp_path / "unet")
     other = config.to_dict(cfg)
     other["model"]["kwargs"]["decoder_channels"] = [8, 8, 8]
     other_path = tmp_path / "other.yaml"
@@ -165,5 +164,5 @@ def test_float_images_with_nan_pixels_stop_training_without_a_checkpoint(tmp_pat
             )
     cfg = tiny_config(root, optimizer={"max_nonfinite_steps": 2}, runtime={"vis_samples": 0})
     with pytest.raises(NonFiniteError, match="stopped at iter 2.*no step of this run had a finite"):
-        engine.train(cfg, tmp_path / "run")
+        train(cfg, tmp_path / "run")
     assert not list((tmp_path / "run").glob("*.pth"))

@@ -24,15 +24,16 @@ from PIL import Image
 from test_engine import tiny_config, write_dataset
 from torch.utils.data import DistributedSampler
 
-from segls import checkpoint, config, engine, io, runtime
+from segls import config, io, runtime
 from segls.data import InfiniteLoader, ShardSampler, augmentation_seed, build_loaders
 from segls.models import build_model
 from segls.predict import evaluate
 from segls.runtime import distributed
+from segls.train import build_criterion, checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FORKSERVER = multiprocessing.get_context("forkserver")
-FORKSERVER.set_forkserver_preload(["segls.engine", "test_distributed", "test_faults"])
+FORKSERVER.set_forkserver_preload(["segls.train", "test_distributed", "test_faults"])
 TIMEOUT_S = 240
 
 
@@ -194,7 +195,7 @@ def evaluate_checkpoint(config_path: str, weights_path: str) -> dict:
         model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
         model.load_state_dict(checkpoint.load(weights_path))
         scores = evaluate(
-            model, val_loader, 3, 255, torch.device("cpu"), None, engine.build_criterion(cfg)
+            model, val_loader, 3, 255, torch.device("cpu"), None, build_criterion(cfg)
         )
         return {"scores": scores, "indices": list(val_loader.sampler)}
     finally:
@@ -237,13 +238,13 @@ def test_two_process_evaluation_of_an_odd_set_equals_one_process_exactly(tmp_pat
 TORCHRUN_WRAPPER = """
 import importlib.util, os, sys
 import torch
-from segls import checkpoint, engine
+from segls.train import checkpoint, loop
 
 spec = importlib.util.spec_from_file_location("train_cli", sys.argv[1])
 cli = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(cli)
 seen = {}
-real_step = engine.train_one_iter
+real_step = loop.train_one_iter
 
 def spy(model, criterion, images, labels, *args, **kwargs):
     if not seen:
@@ -252,7 +253,7 @@ def spy(model, criterion, images, labels, *args, **kwargs):
         seen["initial"] = {name: tensor.clone() for name, tensor in state.items()}
     return real_step(model, criterion, images, labels, *args, **kwargs)
 
-engine.train_one_iter = spy
+loop.train_one_iter = spy
 code = cli.run(sys.argv[3:])
 torch.save(
     {

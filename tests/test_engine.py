@@ -17,13 +17,20 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.data import DataLoader
 
-from segls import checkpoint, config, engine
+from segls import config
 from segls.config import ScheduleConfig
-from segls.data import build_dataset
+from segls.data import build_dataset, sample
 from segls.losses import LabelSmoothSoftmaxCE
 from segls.models import build_model
-from segls.optim import build_ema, build_optimizer, build_scheduler, poly_warmup_factor
 from segls.predict import evaluate
+from segls.train import build_criterion, checkpoint, loop, train
+from segls.train.optim import (
+    build_ema,
+    build_optimizer,
+    learning_rate,
+    poly_warmup_factor,
+    set_lr,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["back", "ring", "core"]
@@ -100,7 +107,7 @@ def dataset_root(tmp_path):
 
 def test_criterion_takes_lb_pos_lb_neg_over_the_default_lb_smooth(tmp_path):
     cfg = tiny_config(tmp_path, loss={"lb_pos": 0.9, "lb_neg": 0.05})
-    criterion = engine.build_criterion(cfg)
+    criterion = build_criterion(cfg)
     logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 255])
     target = torch.full((4, 3), 0.05).scatter_(1, torch.tensor([[0], [1], [2], [0]]), 0.9)
     per_row = -(target * torch.log_softmax(logits, 1)).sum(1)
@@ -124,7 +131,7 @@ def test_ema_follows_the_hand_written_recurrence_and_is_what_training_evaluates(
     cfg = tiny_config(
         root, optimizer={"ema_decay": 0.9}, runtime={"device": "cpu", "vis_samples": 0}
     )
-    scores = engine.train(cfg, tmp_path / "run")
+    scores = train(cfg, tmp_path / "run")
     state = checkpoint.load(tmp_path / "run" / "latest.pth")
     averaged = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes).eval()
     averaged.load_state_dict(
@@ -174,17 +181,16 @@ def test_cooldown_longer_than_the_run_after_warmup_is_a_config_error(cooldown):
         config.validate(cfg)
 
 
-def test_scheduler_sets_the_lr_of_every_group_per_iteration():
+def test_the_lr_of_every_group_is_set_per_iteration():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
     opt_cfg = config.OptimizerConfig(type="sgd", lr=0.5, weight_decay=0.01)
     optimizer = build_optimizer(model, opt_cfg)
     sched = ScheduleConfig(max_iters=8, warmup_iters=2, warmup_ratio=0.5, power=1.0)
-    scheduler = build_scheduler(optimizer, sched)
     seen = []
-    for _ in range(4):
+    for iteration in range(4):
+        set_lr(optimizer, learning_rate(iteration, opt_cfg, sched))
         seen.append([group["lr"] for group in optimizer.param_groups])
         optimizer.step()
-        scheduler.step()
     expected = [0.5 * 0.5, 0.5 * 0.75 * (1 - 1 / 8), 0.5 * (1 - 2 / 8), 0.5 * (1 - 3 / 8)]
     for lrs, lr in zip(seen, expected, strict=True):
         assert lrs == pytest.approx([lr, lr])
@@ -217,14 +223,14 @@ def test_fp16_overflow_skips_the_step_and_lowers_the_scale():
     images, labels = torch.randn(2, 2, 4, 4), torch.randint(0, 3, (2, 4, 4))
     # A scale of 2**100 turns every float16 gradient into inf, so the scaler must skip.
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
-    step = engine.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
+    step = loop.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
     assert step["skipped"] is True
     assert scaler.get_scale() == 2.0**99
     for param, old in zip(model.parameters(), before, strict=True):
         assert torch.equal(param, old)
 
     scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
-    step = engine.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
+    step = loop.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
     assert step["skipped"] is False
     assert not torch.equal(model.weight, before[0])
 
@@ -236,7 +242,7 @@ def test_grad_clip_bounds_the_gradient_norm():
     criterion = LabelSmoothSoftmaxCE(0.0)
     images, labels = 50 * torch.randn(2, 2, 4, 4), torch.randint(0, 3, (2, 4, 4))
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    step = engine.train_one_iter(model, criterion, images, labels, optimizer, scaler, None, 0.01)
+    step = loop.train_one_iter(model, criterion, images, labels, optimizer, scaler, None, 0.01)
     clipped_norm = torch.linalg.vector_norm(
         torch.stack([p.grad.norm() for p in model.parameters()])
     )
@@ -321,7 +327,7 @@ def read_metrics(work_dir: Path) -> list[dict]:
 def test_train_writes_records_and_checkpoints_then_resumes(dataset_root, tmp_path, capsys):
     cfg = tiny_config(dataset_root, eval={"calibration_bins": 5})
     work_dir = tmp_path / "run"
-    scores = engine.train(cfg, work_dir)
+    scores = train(cfg, work_dir)
     assert {"aAcc", "mIoU", "mAcc", "mDice", "IoU", "loss"} <= scores.keys()
     assert config.load(work_dir / "config.yaml") == cfg
 
@@ -361,7 +367,7 @@ def test_train_writes_records_and_checkpoints_then_resumes(dataset_root, tmp_pat
     assert "best mIoU" in capsys.readouterr().out
 
     longer = tiny_config(dataset_root, schedule={"max_iters": 6})
-    engine.train(longer, work_dir, resume=True)
+    train(longer, work_dir, resume=True)
     assert "resumed from" in (work_dir / "train.log").read_text()
     assert checkpoint.load(work_dir / "latest.pth")["iter"] == 6
     assert [row["iter"] for row in read_metrics(work_dir)] == [2, 4, 6]
@@ -388,10 +394,10 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(
         runtime={"deterministic": True, "vis_samples": 0},
         optimizer={"ema_decay": ema_decay},
     )
-    engine.train(cfg, tmp_path / "straight")
+    train(cfg, tmp_path / "straight")
 
     calls = []
-    real_step = engine.train_one_iter
+    real_step = loop.train_one_iter
 
     def step_then_crash(*args, **kwargs):
         calls.append(1)
@@ -399,13 +405,13 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(
             raise Interrupted
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_one_iter", step_then_crash)
+    monkeypatch.setattr(loop, "train_one_iter", step_then_crash)
     with pytest.raises(Interrupted):
-        engine.train(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(engine, "train_one_iter", real_step)
+        train(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(loop, "train_one_iter", real_step)
     halfway = checkpoint.load(tmp_path / "resumed" / "latest.pth")
     assert halfway["iter"] == 3
-    engine.train(cfg, tmp_path / "resumed", resume=True)
+    train(cfg, tmp_path / "resumed", resume=True)
 
     straight = checkpoint.load(tmp_path / "straight" / "latest.pth")
     resumed = checkpoint.load(tmp_path / "resumed" / "latest.pth")
@@ -425,7 +431,7 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(
 
 def test_resume_without_a_checkpoint_names_the_missing_file(dataset_root, tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="latest.pth"):
-        engine.train(tiny_config(dataset_root), tmp_path / "empty", resume=True)
+        train(tiny_config(dataset_root), tmp_path / "empty", resume=True)
 
 
 def test_resume_from_a_corrupt_checkpoint_names_it_and_keeps_the_records(dataset_root, tmp_path):
@@ -434,14 +440,14 @@ def test_resume_from_a_corrupt_checkpoint_names_it_and_keeps_the_records(dataset
     (work_dir / "latest.pth").write_bytes(b"PK\x03\x04 half a zip")
     (work_dir / "metrics.jsonl").write_text('{"iter": 2, "mIoU": 0.5}\n')
     with pytest.raises(checkpoint.CheckpointError, match="latest.pth.*corrupt"):
-        engine.train(tiny_config(dataset_root), work_dir, resume=True)
+        train(tiny_config(dataset_root), work_dir, resume=True)
     assert (work_dir / "metrics.jsonl").read_text() == '{"iter": 2, "mIoU": 0.5}\n'
 
 
 def test_fp16_on_cpu_is_refused_with_advice(dataset_root, tmp_path):
     cfg = tiny_config(dataset_root, runtime={"amp": "fp16"})
     with pytest.raises(config.ConfigError, match="bf16"):
-        engine.train(cfg, tmp_path / "run")
+        train(cfg, tmp_path / "run")
 
 
 # ---- the command line ------------------------------------------------------------------
@@ -487,7 +493,7 @@ def test_bf16_channels_last_sgd_with_clipping_trains(dataset_root, tmp_path):
         schedule={"max_iters": 2},
         runtime={"amp": "bf16", "channels_last": True, "vis_samples": 1},
     )
-    scores = engine.train(cfg, tmp_path / "run")
+    scores = train(cfg, tmp_path / "run")
     assert 0.0 <= scores["mIoU"] <= 1.0 and math.isfinite(scores["loss"])
     events = read_events(tmp_path / "run")
     assert "train/grad_norm" in events.Tags()["scalars"]
@@ -502,8 +508,8 @@ def test_the_bundled_sample_is_prepared_on_first_use(tmp_path, monkeypatch):
         prepared.append(Path(root))
         return write_dataset(Path(root))
 
-    monkeypatch.setattr(engine.sample_data, "ensure_sample", fake_ensure_sample)
+    monkeypatch.setattr(sample, "ensure_sample", fake_ensure_sample)
     cfg = tiny_config(Path("data/scratch_assay"), schedule={"max_iters": 1})
-    engine.train(cfg, tmp_path / "run")
+    train(cfg, tmp_path / "run")
     assert prepared == [Path("data/scratch_assay")]
     assert "preparing the bundled sample" in (tmp_path / "run" / "train.log").read_text()

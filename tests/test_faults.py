@@ -25,9 +25,10 @@ from test_distributed import finish, free_port, output_of, start, torchrun_env
 from test_engine import AUGMENTING, load_cli, tiny_config, write_dataset
 from torch import nn
 
-from segls import checkpoint, config, engine, faults
+from segls import config
 from segls.data import InfiniteLoader, SegDataset
 from segls.losses import LabelSmoothSoftmaxCE
+from segls.train import checkpoint, faults, loop, train
 
 MAX_ITERS = 14
 KILL_PAUSES = {"step": 0.1, "eval": 0.2, "save": 0.3}
@@ -62,8 +63,8 @@ def install_probes(events: str, pauses: dict) -> None:
         handle.write(name + "\n")
         handle.flush()
 
-    engine.train_one_iter = _probe(engine.train_one_iter, "step", event, pauses.get("step", 0))
-    engine.evaluate = _probe(engine.evaluate, "eval", event, pauses.get("eval", 0))
+    loop.train_one_iter = _probe(loop.train_one_iter, "step", event, pauses.get("step", 0))
+    loop.evaluate = _probe(loop.evaluate, "eval", event, pauses.get("eval", 0))
     InfiniteLoader.__next__ = _probe(InfiniteLoader.__next__, "fetch", event, 0)
     if pauses.get("load"):
         SegDataset.__getitem__ = _probe(
@@ -297,13 +298,13 @@ def six_iters(tmp_path_factory):
     """A dataset, a 6-iteration deterministic config, and its uninterrupted run."""
     base = tmp_path_factory.mktemp("fallback")
     cfg = deterministic_config(base, max_iters=6, eval_interval=2, checkpoint_interval=2)
-    engine.train(cfg, base / "straight")
+    train(cfg, base / "straight")
     return cfg, base / "straight"
 
 
 def crash_at_step(monkeypatch, count: int) -> None:
     """Make the `count`-th training step raise Interrupted."""
-    calls, real_step = [], engine.train_one_iter
+    calls, real_step = [], loop.train_one_iter
 
     def step(*args, **kwargs):
         calls.append(1)
@@ -311,7 +312,7 @@ def crash_at_step(monkeypatch, count: int) -> None:
             raise Interrupted
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_one_iter", step)
+    monkeypatch.setattr(loop, "train_one_iter", step)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "deleted"])
@@ -322,7 +323,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint_and_says_so(
     work_dir = tmp_path / "run"
     crash_at_step(monkeypatch, 5)
     with pytest.raises(Interrupted):
-        engine.train(cfg, work_dir)
+        train(cfg, work_dir)
     monkeypatch.undo()
     latest = work_dir / "latest.pth"
     best_iter = checkpoint.load(work_dir / "best.pth")["iter"]
@@ -331,7 +332,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint_and_says_so(
     else:
         latest.unlink()
 
-    engine.train(cfg, work_dir, resume=True)
+    train(cfg, work_dir, resume=True)
     log = (work_dir / "train.log").read_text()
     assert f"cannot resume from {latest}" in log
     assert f"resuming from {work_dir / 'best.pth'} (iter {best_iter}) instead" in log
@@ -344,7 +345,7 @@ def test_an_explicit_damaged_checkpoint_is_named_and_not_replaced(six_iters, tmp
     damaged = tmp_path / "given.pth"
     damaged.write_bytes((reference / "latest.pth").read_bytes()[:5000])
     with pytest.raises(checkpoint.CheckpointError, match="given.pth.*truncated, corrupt"):
-        engine.train(cfg, tmp_path / "run", resume=damaged)
+        train(cfg, tmp_path / "run", resume=damaged)
 
 
 def test_resume_with_nothing_intact_says_what_it_found(tmp_path):
@@ -370,7 +371,7 @@ class NaNLoss(nn.Module):
 
 def nan_steps(monkeypatch, bad, log: list) -> None:
     """Give steps in `bad` (1-based) a NaN loss; log (skipped, state unchanged, loss, state)."""
-    real_step = engine.train_one_iter
+    real_step = loop.train_one_iter
 
     def step(model, criterion, *args, **kwargs):
         number = len(log) + 1
@@ -382,7 +383,7 @@ def nan_steps(monkeypatch, bad, log: list) -> None:
         log.append((result["skipped"], unchanged, float(result["loss"]), after))
         return result
 
-    monkeypatch.setattr(engine, "train_one_iter", step)
+    monkeypatch.setattr(loop, "train_one_iter", step)
 
 
 @pytest.mark.parametrize("amp", ["off", "bf16"])
@@ -397,7 +398,7 @@ def test_nonfinite_steps_are_skipped_counted_and_leave_the_model_as_it_was(
     )
     log = []
     nan_steps(monkeypatch, lambda number: number in (3, 4), log)
-    engine.train(cfg, tmp_path / "run")
+    train(cfg, tmp_path / "run")
     # Skipped steps change nothing, BatchNorm statistics included; the others train.
     assert [(skipped, unchanged) for skipped, unchanged, *_ in log] == [
         (False, False), (False, False), (True, True), (True, True), (False, False), (False, False)
@@ -433,7 +434,7 @@ def test_fp16_scaler_skips_a_nan_step_and_the_batchnorm_statistics_stay():
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     images, labels = torch.randn(2, 2, 4, 4), torch.randint(0, 3, (2, 4, 4))
     criterion = NaNLoss(LabelSmoothSoftmaxCE(0.1))
-    step = engine.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
+    step = loop.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
     assert step["skipped"] is True and scaler.get_scale() == 512.0
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
@@ -473,7 +474,7 @@ def test_weights_that_turned_non_finite_are_never_saved(tmp_path, monkeypatch):
     cfg = tiny_config(
         write_dataset(tmp_path / "data"), schedule={"max_iters": 6}, runtime={"vis_samples": 0}
     )
-    real_step = engine.train_one_iter
+    real_step = loop.train_one_iter
     calls = []
 
     def step_then_poison(model, *args, **kwargs):
@@ -484,8 +485,8 @@ def test_weights_that_turned_non_finite_are_never_saved(tmp_path, monkeypatch):
                 next(checkpoint.unwrap_model(model).parameters()).fill_(float("inf"))
         return result
 
-    monkeypatch.setattr(engine, "train_one_iter", step_then_poison)
+    monkeypatch.setattr(loop, "train_one_iter", step_then_poison)
     work_dir = tmp_path / "run"
     with pytest.raises(faults.NonFiniteError, match="at iter 4 the weights hold inf/NaN"):
-        engine.train(cfg, work_dir)
+        train(cfg, work_dir)
     assert checkpoint.load(work_dir / "latest.pth")["iter"] == 2

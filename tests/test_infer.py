@@ -13,12 +13,13 @@ from PIL import Image
 from test_engine import tiny_config, write_dataset
 from test_tools_test import load_tool, save_checkpoint
 
-from segls import checkpoint, config
+from segls import config
 from segls.data import read_mask
 from segls.io import encode_png
 from segls.models import build_model
 from segls.predict import files as prediction_files
 from segls.predict.files import mask_array, unique_names
+from segls.train import checkpoint
 
 PALETTE = [[10, 20, 30], [200, 0, 0], [0, 250, 5]]
 

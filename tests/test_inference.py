@@ -14,7 +14,7 @@ import torch
 from test_engine import tiny_config, write_dataset
 from torch import nn
 
-from segls import config, engine
+from segls import config
 from segls.models import build_model
 from segls.models.inference import (
     InferenceSettings,
@@ -23,6 +23,7 @@ from segls.models.inference import (
     window_starts,
 )
 from segls.predict import evaluation
+from segls.train import train
 
 
 def with_stride(module: nn.Module, stride: int) -> nn.Module:
@@ -218,6 +219,6 @@ def test_validation_during_training_uses_the_eval_section(tmp_path, monkeypatch)
         return real_predict(model, images, size, settings, amp_dtype)
 
     monkeypatch.setattr(evaluation, "predict_logits", recording_predict)
-    engine.train(cfg, tmp_path / "run")
+    train(cfg, tmp_path / "run")
     # One validation image, then one panel; the window defaults to data.crop_size (32×32).
     assert seen == [InferenceSettings("slide", (32, 32), (21, 21), flip=True)] * 2

@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from segls.io import json_safe
-from segls.logger import RunLogger, format_duration
+from segls.train.logger import RunLogger, format_duration
 
 
 def scores(miou: float) -> dict:

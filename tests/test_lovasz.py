@@ -9,8 +9,9 @@ import torch
 from segmentation_models_pytorch.losses import LovaszLoss
 from torch import nn
 
-from segls import config, engine
+from segls import config
 from segls.losses import LabelSmoothSoftmaxCE, LovaszSoftmax, PlusLovasz, lovasz_softmax
+from segls.train import build_criterion, build_objective
 
 
 def test_two_pixel_example_worked_by_hand():
@@ -114,10 +115,10 @@ def test_plus_lovasz_adds_the_weighted_term_and_rejects_a_negative_weight():
 
 def test_config_weight_builds_the_training_objective():
     plain = config.from_dict({})
-    criterion = engine.build_criterion(plain)
-    assert engine.build_objective(plain, criterion) is criterion
+    criterion = build_criterion(plain)
+    assert build_objective(plain, criterion) is criterion
     weighted = config.from_dict({"loss": {"lovasz_weight": 0.5}})
-    objective = engine.build_objective(weighted, engine.build_criterion(weighted))
+    objective = build_objective(weighted, build_criterion(weighted))
     assert isinstance(objective, PlusLovasz) and objective.weight == 0.5
     assert isinstance(objective.base, nn.Module)
     with pytest.raises(config.ConfigError, match="lovasz_weight"):

@@ -16,9 +16,10 @@ from PIL import Image
 from test_engine import tiny_config, write_dataset
 from torch import nn
 
-from segls import checkpoint, config, io
+from segls import config, io
 from segls.models import build_model
-from segls.optim import build_ema, build_optimizer, build_scheduler
+from segls.train import checkpoint
+from segls.train.optim import build_ema, build_optimizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,10 +51,9 @@ def save_checkpoint(cfg: config.Config, path: Path, ema: bool = True) -> nn.Modu
         averaged = build_ema(wanted, 0.5)
         averaged.update_parameters(wanted)
     optimizer = build_optimizer(trained, cfg.optimizer)
-    scheduler = build_scheduler(optimizer, cfg.schedule)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     state = checkpoint.training_state(
-        trained, optimizer, scheduler, scaler, 0, -math.inf, config.to_dict(cfg), averaged
+        trained, optimizer, scaler, 0, -math.inf, config.to_dict(cfg), averaged
     )
     io.write_torch(path, state)
     return wanted

@@ -19,9 +19,8 @@ import sys
 from pathlib import Path
 
 from segls import compare, config
-from segls.checkpoint import CheckpointError
 from segls.data import DataError
-from segls.faults import NonFiniteError, TrainingInterrupted
+from segls.train import CheckpointError, NonFiniteError, TrainingInterrupted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

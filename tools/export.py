@@ -18,8 +18,9 @@ import sys
 
 import torch
 
-from segls import checkpoint, cli, config
+from segls import cli, config
 from segls.predict.export import TOLERANCE, export_onnx, require, verify
+from segls.train import checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,10 +19,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from segls import checkpoint, cli, config
+from segls import cli, config
 from segls.data import DataError
 from segls.predict.files import Predictor, collect_images, unique_names
 from segls.runtime import progress
+from segls.train import checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

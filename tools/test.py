@@ -21,15 +21,15 @@ import math
 import sys
 from pathlib import Path
 
-from segls import checkpoint, cli, config
+from segls import cli, config
 from segls.data import DataError, build_dataloader, sample
-from segls.engine import build_criterion
 from segls.io import write_json, write_png
 from segls.metrics import format_table
 from segls.models import InferenceSettings
 from segls.predict import evaluate
 from segls.predict.files import save_masks
 from segls.predict.plots import reliability_diagram
+from segls.train import build_criterion, checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

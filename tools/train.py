@@ -17,10 +17,8 @@ import sys
 from pathlib import Path
 
 from segls import config
-from segls.checkpoint import CheckpointError
 from segls.data import DataError
-from segls.engine import train
-from segls.faults import NonFiniteError, TrainingInterrupted
+from segls.train import CheckpointError, NonFiniteError, TrainingInterrupted, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

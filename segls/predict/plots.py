@@ -1,7 +1,7 @@
 """Small charts drawn with Pillow: a reliability diagram and line charts against a parameter.
 
 Pillow is already needed for images, so charts need no plotting library. Every function
-returns a uint8 H×W×3 tensor (what `segls.logger.RunLogger.image` takes); `save_png` writes
+returns a uint8 H×W×3 tensor (what `segls.train.logger.RunLogger.image` takes); `save_png` writes
 one to disk atomically.
 """
 

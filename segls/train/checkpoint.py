@@ -1,37 +1,52 @@
-"""Checkpoint I/O: atomic writes, safe loads, and what a training checkpoint holds.
+"""Checkpoints: what a training checkpoint holds, and where it is written, read and restored.
 
 A training checkpoint is a dict of tensors and plain Python values (so it loads with
-``torch.load(weights_only=True)``): ``model``, ``optimizer``, ``scheduler``, ``scaler`` state
-dicts, ``iter`` (optimizer steps done), ``best_miou``, ``rng`` (see `segls.runtime`),
+``torch.load(weights_only=True)``): ``model``, ``optimizer`` and ``scaler`` state dicts,
+``iter`` (optimizer steps done), ``best_miou``, ``rng`` (see `segls.runtime.seeds`),
 ``config`` (the resolved config as a dict), ``format`` (this layout's version) and, when
 ``optimizer.ema_decay`` is set, ``ema`` (the averaged model's state: the weights evaluated).
+`save` writes one from a `segls.train.Run` and `restore` puts all of it back into one. Format
+1 also held the learning-rate scheduler's state, which the iteration now replaces; it is
+still read (and that entry ignored).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from segls import runtime
+from segls import io, runtime
+from segls.config import to_dict
+from segls.data import InfiniteLoader
 from segls.models.weights import key_differences
+from segls.train.faults import check_finite_weights
+from segls.train.optim import build_ema
+
+if TYPE_CHECKING:
+    from segls.train.build import Run
 
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "check_training_state",
     "load",
+    "load_states",
     "load_weights",
-    "restore_training_state",
+    "restore",
     "resume_state",
+    "save",
     "training_state",
     "unwrap_model",
 ]
 
-FORMAT_VERSION = 1
-_TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "iter", "best_miou", "rng")
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+_TRAINING_KEYS = ("format", "model", "optimizer", "scaler", "iter", "best_miou", "rng")
 
 
 class CheckpointError(RuntimeError):
@@ -71,7 +86,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def training_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     iteration: int,
     best_miou: float,
@@ -86,7 +100,6 @@ def training_state(
         "format": FORMAT_VERSION,
         "model": unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "iter": iteration,
         "best_miou": best_miou,
@@ -98,6 +111,17 @@ def training_state(
     return state
 
 
+def check_format(state: dict, path: str | os.PathLike) -> None:
+    """Raise unless `state` (read from `path`) is in a format this version of segls reads."""
+    version = state["format"]
+    if version not in READABLE_FORMATS:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}, but this segls reads versions "
+            f"{', '.join(map(str, READABLE_FORMATS))}; it was written by another segls version: "
+            "use that version, or load its 'model' weights yourself"
+        )
+
+
 def check_training_state(state: dict, path: str | os.PathLike) -> int:
     """Raise unless `state` (read from `path`) is a training checkpoint; returns its iter."""
     missing = [key for key in _TRAINING_KEYS if key not in state]
@@ -106,6 +130,7 @@ def check_training_state(state: dict, path: str | os.PathLike) -> int:
             f"checkpoint {path} lacks {missing}; it is not a segls training checkpoint "
             "(to start from its weights, use it as model.encoder_weights or load it yourself)"
         )
+    check_format(state, path)
     return int(state["iter"])
 
 
@@ -167,24 +192,35 @@ def resume_state(
     return path, state, note
 
 
-def restore_training_state(
+def save(run: Run, iteration: int, paths: Iterable[Path]) -> None:
+    """Write `run`'s state after `iteration` to each of `paths` (only rank 0 writes).
+
+    Weights that turned inf/NaN are refused first (`check_finite_weights`), on every rank.
+    """
+    check_finite_weights(run.model, iteration)
+    if not run.context.is_main:
+        return
+    state = training_state(
+        run.model, run.optimizer, run.scaler, iteration, run.best_miou, to_dict(run.cfg), run.ema
+    )
+    for path in paths:
+        io.write_torch(path, state)
+        run.logger.info(f"saved {path}")
+
+
+def load_states(
     state: dict,
     path: str | os.PathLike,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
-) -> tuple[int, float]:
-    """Load `state` (read from `path`) into the run's objects; returns (iter, best_miou).
+) -> None:
+    """Load a training checkpoint's network, optimizer and grad-scaler states (part of `restore`).
 
-    The optimizer's state (momenta, current lr) and the scheduler's position come from the
-    checkpoint, but the hyper-parameters (base lr, weight decay, momentum, betas) stay those
-    the objects were built with, so a config changed for the resumed run takes effect from
-    the next scheduler step (`segls.engine.train` also re-applies its schedule at once). The global random generators are not touched here; the caller restores ``state["rng"]``
-    once the data iterator has been positioned (see `segls.engine.InfiniteLoader`).
+    The optimizer's state (momenta) comes from the checkpoint, its hyper-parameters stay
+    those it was built with.
     """
-    check_training_state(state, path)
-    hyper_parameters = [
+    built = [
         {key: value for key, value in group.items() if key not in ("params", "lr")}
         for group in optimizer.param_groups
     ]
@@ -196,13 +232,32 @@ def restore_training_state(
             f"checkpoint {path} does not fit the model/optimizer built from the config: {error}; "
             "resume with the config the checkpoint was written with (its config.yaml)"
         ) from error
-    for group, built in zip(optimizer.param_groups, hyper_parameters, strict=True):
-        group.update(built)
-    scheduler.load_state_dict(state["scheduler"])
-    scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+    for group, hyper_parameters in zip(optimizer.param_groups, built, strict=True):
+        group.update(hyper_parameters)
     if state["scaler"]:
         scaler.load_state_dict(state["scaler"])
-    return int(state["iter"]), float(state["best_miou"])
+
+
+def restore(run: Run, state: dict, path: str | os.PathLike) -> None:
+    """Put a training checkpoint (`state`, read from `path`) back into `run`, all of it.
+
+    Weights, optimizer state (momenta), grad scaler, EMA, best mIoU, the iteration, the
+    position in the data stream and the global random generators. The optimizer's
+    hyper-parameters (weight decay, momentum, betas) stay those the run was built with, and
+    the learning rate follows from the iteration, so a config changed for the resumed run
+    takes effect at once. The random generators come last, once the data stream has been
+    positioned (`segls.data.InfiniteLoader` reads batches to get there).
+    """
+    run.start_iter = check_training_state(state, path)
+    load_states(state, path, run.model, run.optimizer, run.scaler)
+    if run.ema is not None and "ema" in state:
+        run.ema.load_state_dict(state["ema"])
+    elif run.ema is not None:  # weight averaging switched on for the resumed run
+        run.ema = build_ema(run.model, run.cfg.optimizer.ema_decay)
+    run.best_miou = float(state["best_miou"])
+    seed, rank = run.cfg.runtime.seed, run.context.rank
+    run.batches = InfiniteLoader(run.train_loader, seed, run.start_iter, rank)
+    runtime.set_rng_state(state["rng"])
 
 
 _SHOWN_KEYS = 8
@@ -246,7 +301,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> str:
     naming the missing and unexpected keys and the shape mismatches; `model` is then left
     untouched.
     """
-    weights, source = _weights_in(load(path), path)
+    state = load(path)
+    if "format" in state:
+        check_format(state, path)
+    weights, source = _weights_in(state, path)
     target = unwrap_model(model)
     expected = target.state_dict()
     missing, unexpected, mis_shaped = key_differences(expected, weights)

@@ -205,21 +205,14 @@ class StopSignals:
 
 
 def interrupt(
-    signum: int,
-    iteration: int,
-    save: Callable[[list[Path], int], None],
-    latest: Path,
-    log: Callable[[str], None],
-    saved: bool = False,
+    signum: int, iteration: int, saved: Path, log: Callable[[str], None]
 ) -> TrainingInterrupted:
-    """Write `latest` after `iteration` (unless `saved` just did) for a run stopped by `signum`.
+    """The error that ends a run stopped by `signum` after `iteration`, `saved` written.
 
-    Every rank waits for the write before the error is returned to be raised, so no rank
-    exits (and makes torchrun stop the others) while rank 0 is still saving.
+    Every rank waits here until rank 0 has written `saved`, so no rank exits (and makes
+    torchrun stop the others) while rank 0 is still saving.
     """
-    if not saved:
-        save([latest], iteration)
     distributed.barrier()
-    error = TrainingInterrupted(signum, iteration, str(latest))
+    error = TrainingInterrupted(signum, iteration, str(saved))
     log(str(error))
     return error

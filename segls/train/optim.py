@@ -1,4 +1,8 @@
-"""Optimizers and learning-rate schedules built from the config."""
+"""The optimizer, its learning rate as a pure function of the iteration, and weight averaging.
+
+The learning rate is set before every step from `learning_rate(iteration)` (nanoGPT's
+``get_lr(it)``), so a resumed run needs no scheduler state: the iteration says it all.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from torch import nn
 
 from segls.config import OptimizerConfig, ScheduleConfig
 
-__all__ = ["build_ema", "build_optimizer", "build_scheduler", "poly_warmup_factor"]
+__all__ = ["build_ema", "build_optimizer", "learning_rate", "poly_warmup_factor", "set_lr"]
 
 
 def build_optimizer(model: nn.Module, opt_cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -27,9 +31,7 @@ def build_optimizer(model: nn.Module, opt_cfg: OptimizerConfig) -> torch.optim.O
     ]
     if opt_cfg.type == "sgd":
         return torch.optim.SGD(groups, lr=opt_cfg.lr, momentum=opt_cfg.momentum)
-    if opt_cfg.type == "adamw":
-        return torch.optim.AdamW(groups, lr=opt_cfg.lr, betas=tuple(opt_cfg.betas))
-    raise ValueError(f"optimizer.type={opt_cfg.type!r} is not one of adamw, sgd")
+    return torch.optim.AdamW(groups, lr=opt_cfg.lr, betas=tuple(opt_cfg.betas))
 
 
 def poly_warmup_factor(iteration: int, sched_cfg: ScheduleConfig, base_lr: float) -> float:
@@ -52,14 +54,19 @@ def poly_warmup_factor(iteration: int, sched_cfg: ScheduleConfig, base_lr: float
     return factor
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, sched_cfg: ScheduleConfig
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration poly schedule with linear warm-up (see `poly_warmup_factor`)."""
-    base_lr = optimizer.param_groups[0]["lr"]
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda iteration: poly_warmup_factor(iteration, sched_cfg, base_lr)
-    )
+def learning_rate(iteration: int, opt_cfg: OptimizerConfig, sched_cfg: ScheduleConfig) -> float:
+    """The learning rate of the step after `iteration` steps: ``optimizer.lr`` times the factor.
+
+    The same float as ``LambdaLR(optimizer, poly_warmup_factor)`` gives after `iteration`
+    scheduler steps (``base_lr * factor``), which is what runs used before this function.
+    """
+    return opt_cfg.lr * poly_warmup_factor(iteration, sched_cfg, opt_cfg.lr)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Give every parameter group of `optimizer` the learning rate `lr`."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def build_ema(model: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:

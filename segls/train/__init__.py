@@ -1,0 +1,25 @@
+"""Training: build a run from a config, step it, evaluate, save and restore checkpoints.
+
+`build` makes a `Run` (everything a run needs) from a Config, `loop` trains it (`train`,
+`train_one_iter`), `optim` holds the optimizer and the learning rate as a function of the
+iteration, `checkpoint` what a checkpoint holds (save, restore, resume, weights for
+inference), `faults` non-finite steps and stop signals, `logger` the run's records.
+"""
+
+from segls.train.build import Run, build_criterion, build_objective, build_run
+from segls.train.checkpoint import CheckpointError, restore
+from segls.train.faults import NonFiniteError, TrainingInterrupted
+from segls.train.loop import train, train_one_iter
+
+__all__ = [
+    "CheckpointError",
+    "NonFiniteError",
+    "Run",
+    "TrainingInterrupted",
+    "build_criterion",
+    "build_objective",
+    "build_run",
+    "restore",
+    "train",
+    "train_one_iter",
+]

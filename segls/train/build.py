@@ -1,0 +1,154 @@
+"""Everything a training run needs, built from a Config in one place: `build_run` → `Run`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
+
+from segls import io, runtime
+from segls.config import Config, dump
+from segls.data import InfiniteLoader, build_loaders
+from segls.data import sample as sample_data
+from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
+from segls.models import InferenceSettings, build_model, settings_from_config
+from segls.runtime import distributed
+from segls.train.faults import StopSignals
+from segls.train.logger import RunLogger
+from segls.train.optim import build_ema, build_optimizer
+
+__all__ = ["Run", "build_criterion", "build_objective", "build_run"]
+
+
+def build_criterion(cfg: Config) -> LabelSmoothSoftmaxCE:
+    """The label-smoothing cross-entropy configured by ``loss`` and ``data.ignore_index``.
+
+    ``lb_pos``/``lb_neg``, when set, replace ``lb_smooth`` (the config documents this).
+    """
+    loss_cfg = cfg.loss
+    explicit = loss_cfg.lb_pos is not None
+    return LabelSmoothSoftmaxCE(
+        None if explicit else loss_cfg.lb_smooth,
+        lb_pos=loss_cfg.lb_pos,
+        lb_neg=loss_cfg.lb_neg,
+        ignore_index=cfg.data.ignore_index,
+        weight=loss_cfg.class_weight,
+        check_labels=loss_cfg.check_labels,
+        backend=loss_cfg.backend,
+    )
+
+
+def build_objective(cfg: Config, criterion: LabelSmoothSoftmaxCE) -> nn.Module:
+    """What training minimises: the criterion, plus ``loss.lovasz_weight`` × Lovász-softmax.
+
+    Evaluation reports the criterion alone, so validation losses stay comparable across runs.
+    """
+    if cfg.loss.lovasz_weight > 0:
+        return PlusLovasz(criterion, cfg.loss.lovasz_weight, cfg.data.ignore_index)
+    return criterion
+
+
+@dataclass
+class Run:
+    """A training run: its config, records, data, model, loss, optimizer and position."""
+
+    cfg: Config
+    work_dir: Path
+    context: distributed.Context  # rank, world size and the device this process trains on
+    amp_dtype: torch.dtype | None
+    memory_format: torch.memory_format
+    logger: RunLogger
+    stop: StopSignals
+    train_loader: DataLoader
+    val_loader: DataLoader
+    model: nn.Module  # the plain network: what checkpoints and the EMA hold
+    train_model: nn.Module  # the network as stepped: in DDP and/or compiled
+    criterion: LabelSmoothSoftmaxCE  # what evaluation reports
+    objective: nn.Module  # what training minimises
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel | None
+    settings: InferenceSettings  # how validation predicts (the eval section)
+    batches: InfiniteLoader
+    start_iter: int = 0
+    best_miou: float = -math.inf
+
+    @property
+    def device(self) -> torch.device:
+        """The device this process trains on."""
+        return self.context.device
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network that is evaluated and exported: the weight average when there is one."""
+        return self.model if self.ema is None else self.ema.module
+
+    def close(self) -> None:
+        """Give back the signal handlers, close the records and leave the process group."""
+        self.stop.uninstall()
+        self.logger.close()
+        distributed.cleanup(self.context)
+
+
+def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
+    """Set up the process and build everything training `cfg` into `work_dir` needs.
+
+    Threads, determinism and seeds are applied (`segls.runtime.configure`) before anything
+    random is built, and the order below is fixed: the model's initial weights depend on it.
+    `start_iter` is where a resumed run continues (`segls.train.checkpoint.restore` puts the
+    rest back), so that the records after it are dropped. Under torchrun every process
+    joins the group and builds its replica; only rank 0 writes.
+    """
+    work_dir = Path(work_dir)
+    device = runtime.configure(cfg.runtime)
+    amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
+    context = distributed.setup(device)
+    logger = RunLogger(work_dir, start_iter, active=context.is_main)
+    try:
+        if context.is_main:
+            sample_data.prepare_if_bundled(cfg.data.root, logger.info)
+            for path in io.remove_stale_temp_files(work_dir):
+                logger.info(f"removed {path}, left by a save that was interrupted")
+        distributed.barrier()
+        train_loader, val_loader = build_loaders(cfg, context.rank, context.world_size)
+        memory_format = torch.channels_last if cfg.runtime.channels_last else torch.preserve_format
+        model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+        model = model.to(context.device, memory_format=memory_format)
+        model = distributed.convert_sync_bn(model, cfg.runtime.sync_bn, context)
+        train_model = distributed.wrap_ddp(model, context)
+        train_model = torch.compile(train_model) if cfg.runtime.compile else train_model
+        criterion = build_criterion(cfg).to(context.device)
+        if context.is_main:
+            dump(cfg, work_dir / "config.yaml")
+        return Run(
+            cfg, work_dir, context, amp_dtype, memory_format, logger, StopSignals(),
+            train_loader, val_loader, model, train_model, criterion,
+            objective=build_objective(cfg, criterion),
+            optimizer=build_optimizer(model, cfg.optimizer),
+            scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16),
+            ema=build_ema(model, cfg.optimizer.ema_decay),
+            settings=settings_from_config(cfg),
+            batches=InfiniteLoader(train_loader, cfg.runtime.seed, 0, context.rank),
+        )  # fmt: skip
+    except BaseException:
+        logger.close()
+        distributed.cleanup(context)
+        raise
+
+
+def describe(run: Run) -> str:
+    """The line that opens a run's log: what trains, where, for how long, on how much data."""
+    cfg, world = run.cfg, run.context.world_size
+    processes = f" x {world} processes" if world > 1 else ""
+    repeat = f" (x{cfg.data.repeat} per epoch)" if cfg.data.repeat > 1 else ""
+    return (
+        f"training {cfg.model.arch}/{cfg.model.encoder} on {run.device}{processes} (amp "
+        f"{cfg.runtime.amp}) for {cfg.schedule.max_iters} iters, "
+        f"{len(run.train_loader.dataset.image_paths)} train{repeat} / "
+        f"{len(run.val_loader.dataset)} val images; work dir {run.work_dir}"
+    )

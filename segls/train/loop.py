@@ -1,0 +1,212 @@
+"""The training loop: iteration-based, one readable function per step.
+
+`train` builds a `Run` (`segls.train.build.build_run`), puts a checkpoint back into it when
+resuming (`segls.train.checkpoint.restore`), then repeats `train_one_iter` at the learning
+rate of each iteration (`segls.train.optim.learning_rate`). Every ``schedule.eval_interval``
+iterations (and at the end) it evaluates, and every ``schedule.checkpoint_interval`` (and at
+the end) it saves ``latest.pth``; ``best.pth`` is saved whenever val mIoU improves. The work
+dir also gets config.yaml (the resolved config, enough to repeat the run) and the records of
+`segls.train.logger.RunLogger`.
+
+Resuming is exact (bit-identical weights on the CPU with ``num_workers=0``): the checkpoint
+holds the model, optimizer, scaler, EMA and the global RNG states, the learning rate is a
+function of the iteration, and the data stream is a function of (seed, epoch) that
+`segls.data.InfiniteLoader` re-enters mid-epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segls import runtime
+from segls.config import Config
+from segls.metrics import format_table
+from segls.predict import evaluate, sample_panels
+from segls.predict.plots import reliability_diagram
+from segls.runtime import distributed, progress
+from segls.train import checkpoint, faults
+from segls.train.build import Run, build_run, describe
+from segls.train.logger import TrainWindow
+from segls.train.optim import learning_rate, set_lr
+
+__all__ = ["train", "train_one_iter"]
+
+
+def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = None) -> dict:
+    """Train as `cfg` says, recording into `work_dir`; returns the final validation scores.
+
+    `resume` is None (fresh run), True (the work dir's latest.pth, or the newest intact
+    checkpoint there, see `segls.train.checkpoint.resume_state`) or a checkpoint path; the
+    run then continues at the checkpoint's iteration with all states restored. Under
+    torchrun every process trains a DDP replica (`segls.runtime.distributed`) and only rank 0
+    writes. Non-finite steps, SIGTERM and Ctrl-C are handled as `segls.train.faults` says.
+    """
+    work_dir = Path(work_dir)
+    resume_path, state, resume_note = checkpoint.resume_state(work_dir, resume)
+    run = build_run(cfg, work_dir, start_iter=0 if state is None else int(state["iter"]))
+    sched, log, latest = cfg.schedule, run.logger.info, work_dir / "latest.pth"
+    try:
+        if resume_note:
+            log(resume_note)
+        if state is None and latest.exists():
+            log(f"{work_dir} holds a previous run; starting afresh (--resume continues)")
+        if state is not None:
+            checkpoint.restore(run, state, resume_path)
+            log(f"resumed from {resume_path} at iter {run.start_iter}")
+        log(describe(run))
+        guard = faults.NonFiniteGuard(cfg.optimizer.max_nonfinite_steps, log)
+        window, scores, clock = TrainWindow(), None, time.perf_counter()
+        bar = progress(sched.max_iters, "train", initial=run.start_iter)
+        run.stop.install()
+        for iteration in range(run.start_iter + 1, sched.max_iters + 1):
+            step = _step(run, iteration)
+            window.add(step["loss"], step["batch_size"], step["skipped"])
+            guard.update(iteration, step["loss"], step["skipped"])
+            bar.update(1)
+            is_last = iteration == sched.max_iters
+            if iteration % sched.log_interval == 0 or is_last:
+                bar.set_postfix(loss=f"{_log_progress(run, iteration, window, step, clock):.4f}")
+                window = TrainWindow()
+            to_save = []
+            if iteration % sched.eval_interval == 0 or is_last:
+                scores = _validate(run, iteration, window)
+                if scores["mIoU"] > run.best_miou:
+                    run.best_miou = scores["mIoU"]
+                    to_save.append(work_dir / "best.pth")
+            if iteration % sched.checkpoint_interval == 0 or is_last:
+                to_save.append(latest)
+            if to_save:
+                checkpoint.save(run, iteration, to_save)
+            signum = run.stop.requested()
+            if signum:
+                if latest not in to_save:
+                    checkpoint.save(run, iteration, [latest])
+                raise faults.interrupt(signum, iteration, latest, log)
+        run.stop.uninstall()
+        bar.close()
+        if scores is None:  # resumed at the end: nothing trained, evaluate what there is
+            scores = _evaluate_and_record(run, run.start_iter, record=False)
+        best = f"{100 * run.best_miou:.2f}" if math.isfinite(run.best_miou) else "-"
+        log(
+            f"done: final mIoU {100 * scores['mIoU']:.2f}, mAcc {100 * scores['mAcc']:.2f}, "
+            f"aAcc {100 * scores['aAcc']:.2f} | best mIoU {best} | work dir {work_dir}"
+        )
+        return scores
+    finally:
+        run.close()
+
+
+def _step(run: Run, iteration: int) -> dict:
+    """Iteration `iteration`: set its learning rate, train on the next batch, average weights."""
+    lr = learning_rate(iteration - 1, run.cfg.optimizer, run.cfg.schedule)
+    set_lr(run.optimizer, lr)
+    images, labels = next(run.batches)
+    images = images.to(run.device, non_blocking=True, memory_format=run.memory_format)
+    labels = labels.to(run.device, non_blocking=True)
+    step = train_one_iter(
+        run.train_model, run.objective, images, labels, run.optimizer, run.scaler,
+        run.amp_dtype, run.cfg.optimizer.grad_clip,
+    )  # fmt: skip
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    return {**step, "lr": lr, "batch_size": images.shape[0]}
+
+
+def train_one_iter(
+    model: nn.Module,
+    criterion: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    amp_dtype: torch.dtype | None = None,
+    grad_clip: float | None = None,
+) -> dict:
+    """One optimizer step on a batch; returns the loss (a tensor), grad norm and whether skipped.
+
+    With float16 the `scaler` scales the loss; a step whose gradients overflowed is skipped
+    by the scaler, which then lowers its scale, so ``skipped`` is read from that decrease.
+    Otherwise a step whose loss or gradients hold inf/NaN on any rank is skipped
+    (`segls.faults.nonfinite`). A skipped step leaves the model as it was, BatchNorm
+    statistics included. Gradients are unscaled before clipping so `grad_clip` is a norm of
+    the true gradients.
+    """
+    model.train()
+    buffers = faults.snapshot_buffers(model)
+    with runtime.autocast(images.device, amp_dtype):
+        logits = model(images)
+    loss = criterion(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    grad_norm = None
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler.is_enabled():
+        scale_before = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        skipped = scaler.get_scale() < scale_before
+    else:
+        skipped = faults.nonfinite(loss, optimizer, grad_norm)
+        if not skipped:
+            optimizer.step()
+    if skipped:
+        faults.restore_buffers(model, buffers)
+    return {"loss": loss.detach(), "grad_norm": grad_norm, "skipped": skipped}
+
+
+def _log_progress(run: Run, iteration: int, window: TrainWindow, step: dict, clock: float) -> float:
+    """Log the train/* scalars of `window` and this step as one line; returns the mean loss."""
+    values = {"train/lr": step["lr"], **window.summary()}
+    if step["grad_norm"] is not None:
+        values["train/grad_norm"] = float(step["grad_norm"])
+    values["train/skipped_steps"] = window.skipped
+    if run.scaler.is_enabled():
+        values["train/grad_scale"] = run.scaler.get_scale()
+    if run.device.type == "cuda":
+        values["train/peak_mem_mb"] = torch.cuda.max_memory_allocated(run.device) / 2**20
+    max_iters = run.cfg.schedule.max_iters
+    seconds_per_iter = (time.perf_counter() - clock) / (iteration - run.start_iter)
+    run.logger.train_line(iteration, max_iters, values, seconds_per_iter * (max_iters - iteration))
+    return values["train/loss"]
+
+
+def _validate(run: Run, iteration: int, window: TrainWindow) -> dict:
+    """Evaluate during training: rank 0's BatchNorm statistics, time left out of throughput."""
+    start = time.perf_counter()
+    distributed.broadcast_buffers(run.eval_model)  # rank 0's, as the checkpoint has
+    scores = _evaluate_and_record(run, iteration)
+    window.start += time.perf_counter() - start  # throughput of training only
+    return scores
+
+
+def _evaluate_and_record(run: Run, iteration: int, record: bool = True) -> dict:
+    """`evaluate`, then print the table and (if `record`) log scores and image panels."""
+    cfg, model = run.cfg, run.eval_model
+    scores = evaluate(
+        model, run.val_loader, cfg.data.num_classes, cfg.data.ignore_index, run.device,
+        run.amp_dtype, run.criterion, cfg.eval.calibration_bins, run.settings,
+    )  # fmt: skip
+    class_names = run.val_loader.dataset.class_names
+    table = format_table(scores, class_names)
+    run.logger.info(f"eval at iter {iteration}: val loss {scores['loss']:.4f}\n{table}")
+    if record and distributed.is_main():
+        run.logger.evaluation(iteration, scores, class_names)
+        title = f"val reliability, iter {iteration} (ECE {100 * scores['ECE']:.2f}%)"
+        run.logger.image(
+            "val/reliability", reliability_diagram(scores["calibration"], title), iteration
+        )
+        panels = sample_panels(
+            model, run.val_loader.dataset, cfg.runtime.vis_samples, run.device, run.settings,
+            run.amp_dtype, cfg.data.mean, cfg.data.std, cfg.data.ignore_index,
+        )  # fmt: skip
+        for index, image in enumerate(panels):
+            run.logger.image(f"val/sample_{index}", image, iteration)
+    return scores
