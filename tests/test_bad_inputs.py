@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from helpers import tiny_config, write_dataset
 from PIL import Image
-from test_engine import load_cli, tiny_config, write_dataset
 
 from segls import config
+from segls.cli import train as train_cli
 from segls.config import ConfigError
 from segls.models.weights import read_state_dict
 from segls.runtime import distributed
@@ -117,7 +118,7 @@ def test_the_command_line_turns_bad_input_into_one_message_and_exit_1(
     _, config_path = tiny_setup
     work_dir = tmp_path / "run"
     argv = [arg.format(cfg=config_path, work=work_dir) for arg in args]
-    assert load_cli().run([*argv, "--work-dir", str(work_dir)]) == 1
+    assert train_cli.run([*argv, "--work-dir", str(work_dir)]) == 1
     error = capsys.readouterr().err
     assert message.format(work=work_dir) in error
     assert "Traceback" not in error
@@ -126,7 +127,7 @@ def test_the_command_line_turns_bad_input_into_one_message_and_exit_1(
 def test_an_unknown_flag_is_a_usage_error(tiny_setup, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        load_cli().run([str(tiny_setup[1]), "--gpus", "2"])
+        train_cli.run([str(tiny_setup[1]), "--gpus", "2"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --gpus" in capsys.readouterr().err
     assert not (tmp_path / "work_dirs").exists()
@@ -142,7 +143,7 @@ def test_resuming_with_a_checkpoint_of_another_model_names_it(tiny_setup, tmp_pa
     given = tmp_path / "unet" / "latest.pth"
     before = given.read_bytes()
     argv = [str(other_path), "--work-dir", str(tmp_path / "run"), "--resume", str(given)]
-    assert load_cli().run(argv) == 1
+    assert train_cli.run(argv) == 1
     error = capsys.readouterr().err
     assert f"error: checkpoint {given} does not fit the model/optimizer" in error
     assert given.read_bytes() == before

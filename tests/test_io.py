@@ -39,15 +39,11 @@ WRITE_METHODS = {
 
 # Every place outside segls/io.py that writes to the file system, and why it may.
 ALLOWED_WRITERS = {
-    ("segls/compare.py", "TensorBoard writer"): "TensorBoard appends its own event files",
-    ("segls/logger.py", "TensorBoard writer"): "TensorBoard appends its own event files",
+    ("segls/bench/smoothing.py", "TensorBoard writer"): "TensorBoard appends its own event files",
+    ("segls/train/logger.py", "TensorBoard writer"): "TensorBoard appends its own event files",
     ("segls/predict/export.py", "torch.onnx.export"): "into the temporary path io hands it",
     ("segls/data/sample.py", "image writer"): "tifffile encodes into an in-memory buffer",
-    ("segls/bench.py", "open for writing"): "/proc/self/clear_refs resets the peak-RSS counter",
-    (
-        "tools/bench_loss.py",
-        "open for writing",
-    ): "/proc/self/clear_refs resets the peak-RSS counter",
+    ("segls/bench/memory.py", "open for writing"): "/proc/self/clear_refs resets the peak RSS",
 }
 
 

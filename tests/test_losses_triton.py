@@ -6,7 +6,6 @@ with TRITON_INTERPRET=1; here they are deselected and test_kernel_tests_pass_und
 fails when any of them fails. Tests that launch no kernel run here, in the parent.
 """
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -484,10 +483,8 @@ def test_kernel_compiles_for_sm90(monkeypatch, shape, dtype, layout, weighted, r
 
 @in_parent
 def test_gpu_benchmark_runs_end_to_end_without_cuda(tmp_path, capsys):
-    path = REPO / "tools" / "bench_loss_gpu.py"
-    spec = importlib.util.spec_from_file_location("bench_loss_gpu", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from segls.cli import bench_loss_gpu as bench
+
     assert (
         bench.main(
             ["--small", "--repeats", "1", "--warmup", "0", "--json", str(tmp_path / "bench.json")]

@@ -1,74 +1,14 @@
-"""Does label smoothing help? Train a config at several ε and compare mIoU and calibration.
+"""Does label smoothing help? Train a config at several ε and compare (``--help`` for the options).
 
-    python tools/compare_smoothing.py CONFIG [--eps 0 0.05 0.1 0.2] [--seeds 0]
-                                      [--out DIR] [key.path=value ...]
+    python tools/compare_smoothing.py CONFIG [--eps 0 0.05 0.1 0.2] [--seeds 0] [--out DIR] [...]
     python tools/compare_smoothing.py --collect WORK_DIR [WORK_DIR ...] [--out DIR]
 
-The first form trains CONFIG once per (ε, seed) into DIR/eps<ε>_seed<s>/ (default DIR:
-work_dirs/smoothing_<config stem>/), reusing finished runs and resuming interrupted ones; the
-second compares runs that exist already. Both print a table of the final evaluation of each
-ε (mIoU, mAcc, ECE, NLL, Brier; mean ± standard deviation over seeds) and write
-summary.md, summary.json, smoothing.png (mIoU and ECE against ε) and TensorBoard records
-into DIR.
+The command line is `segls.cli.compare_smoothing`.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from segls import compare, config
-from segls.data import DataError
-from segls.train import CheckpointError, NonFiniteError, TrainingInterrupted
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", nargs="?", help="YAML config to train at each ε")
-    parser.add_argument("overrides", nargs="*", help="config overrides for every run")
-    parser.add_argument("--eps", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--collect", nargs="+", metavar="WORK_DIR", help="compare existing runs")
-    parser.add_argument("--out", help="output directory (default: work_dirs/smoothing_<stem>)")
-    args = parser.parse_intermixed_args(argv)
-    if (args.config is None) == (args.collect is None):
-        parser.error("give either CONFIG (to train) or --collect WORK_DIR ... (not both)")
-    bad = [eps for eps in args.eps if not 0 <= eps < 1]
-    if bad:
-        parser.error(f"--eps values must be in [0, 1), got {bad}")
-    return args
-
-
-def main(argv: list[str] | None = None) -> list[dict]:
-    """Train or collect the runs, print the table, write the report; returns the summary."""
-    args = parse_args(argv)
-    if args.collect:
-        out_dir = Path(args.out or "work_dirs/smoothing_collected")
-        runs = args.collect
-    else:
-        out_dir = Path(args.out or Path("work_dirs") / f"smoothing_{Path(args.config).stem}")
-        runs = compare.run_grid(args.config, args.eps, args.seeds, out_dir, args.overrides)
-    records = compare.collect(runs)
-    paths = compare.write_report(records, out_dir)
-    summary = compare.summarise(records)
-    print(compare.markdown_table(summary))
-    print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
-    return summary
-
+from segls.cli.compare_smoothing import run
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (
-        config.ConfigError,
-        CheckpointError,
-        DataError,
-        NonFiniteError,
-        FileNotFoundError,
-    ) as error:
-        sys.exit(f"error: {error}")
-    except TrainingInterrupted as stop:  # the run's latest.pth is written: rerun to go on
-        print(stop, file=sys.stderr)
-        sys.exit(stop.exit_code)
+    sys.exit(run())

@@ -1,104 +1,13 @@
-"""Evaluate a checkpoint on the config's validation split.
+"""Evaluate a checkpoint on the config's validation split (``--help`` for the options).
 
-    python tools/test.py CONFIG CHECKPOINT [--out DIR] [--mode whole|slide] [--crop H W]
-        [--stride H W] [--flip] [--scales S ...] [--amp off|fp16|bf16] [--save-masks]
-        [key.path=value ...]
+    python tools/test.py CONFIG CHECKPOINT [--out DIR] [inference flags] [--save-masks] [key.path=value ...]
 
-Prints the per-class table with its summary (`segls.metrics.format_table`: the mean scores,
-and calibration when evaluation reports it), then the loss and the settings, and writes
-everything `segls.predict.evaluate` returns to DIR/scores.json and the reliability diagram
-(accuracy against confidence) to DIR/reliability.png. DIR defaults to
-test_<checkpoint stem>/ beside the checkpoint. The inference flags are shortcuts for the
-``eval.*`` and ``runtime.amp`` overrides (configs/README.md). --save-masks also writes each
-image's predicted class indices to DIR/masks/<name>.png (one more prediction pass).
+The command line is `segls.cli.test`.
 """
 
-from __future__ import annotations
-
-import argparse
-import dataclasses
-import math
 import sys
-from pathlib import Path
 
-from segls import cli, config
-from segls.data import DataError, build_dataloader, sample
-from segls.io import write_json, write_png
-from segls.metrics import format_table
-from segls.models import InferenceSettings
-from segls.predict import evaluate
-from segls.predict.files import save_masks
-from segls.predict.plots import reliability_diagram
-from segls.train import build_criterion, checkpoint
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="YAML config file (the one the checkpoint was trained with)")
-    parser.add_argument("checkpoint", help="checkpoint (.pth): EMA weights are used when present")
-    parser.add_argument("--out", help="output directory (default: test_<stem>/ beside CHECKPOINT)")
-    parser.add_argument("--save-masks", action="store_true", help="write the predicted masks")
-    cli.add_inference_arguments(parser)
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.val_split=test")
-    argv, overrides = cli.pull_overrides(argv)
-    args = parser.parse_intermixed_args(argv)
-    args.overrides += overrides
-    return args
-
-
-def summary(scores: dict, settings: InferenceSettings, amp: str, weights: str, count: int) -> str:
-    """The line under the table: loss and how the scores were made."""
-    loss = scores.get("loss", math.nan)
-    return (
-        f"val loss {loss:.4f} | {count} images | {settings.describe()} | amp {amp} | "
-        f"{weights} weights"
-    )
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """Evaluate CHECKPOINT as the arguments say; print, write and return the scores."""
-    args = parse_args(argv)
-    cfg, device, amp_dtype, settings, model, weights = cli.setup_inference(args)
-    sample.prepare_if_bundled(cfg.data.root)
-    loader = build_dataloader(cfg.data, cfg.data.val_split, train=False, seed=cfg.runtime.seed)
-    data = cfg.data
-    scores = evaluate(
-        model, loader, data.num_classes, data.ignore_index, device, amp_dtype,
-        build_criterion(cfg).to(device), calibration_bins=cfg.eval.calibration_bins,
-        settings=settings,
-    )  # fmt: skip
-    class_names = loader.dataset.class_names
-    print(format_table(scores, class_names))
-    print(summary(scores, settings, cfg.runtime.amp, weights, len(loader.dataset)))
-
-    checkpoint_path = Path(args.checkpoint)
-    out_dir = Path(args.out or checkpoint_path.parent / f"test_{checkpoint_path.stem}")
-    record = {
-        "config": str(args.config),
-        "checkpoint": str(checkpoint_path),
-        "weights": weights,
-        "split": data.val_split,
-        "num_images": len(loader.dataset),
-        "inference": {"description": settings.describe(), **dataclasses.asdict(settings)},
-        "amp": cfg.runtime.amp,
-        "class_names": class_names,
-        "scores": scores,
-    }
-    write_json(out_dir / "scores.json", record)
-    title = f"reliability, {checkpoint_path.name} (ECE {100 * scores['ECE']:.2f}%)"
-    write_png(out_dir / "reliability.png", reliability_diagram(scores["calibration"], title))
-    print(f"wrote {out_dir / 'scores.json'} and {out_dir / 'reliability.png'}")
-    if args.save_masks:
-        count = save_masks(
-            model, loader, settings, amp_dtype, device, data.num_classes, out_dir / "masks"
-        )
-        print(f"wrote {count} masks to {out_dir / 'masks'}")
-    return scores
-
+from segls.cli.test import run
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (config.ConfigError, checkpoint.CheckpointError, DataError) as error:
-        sys.exit(f"error: {error}")
+    sys.exit(run())

@@ -1,7 +1,8 @@
 """Prediction files for people: class-index masks and colour overlays, under unique names.
 
 `save_masks` writes the masks of a data loader (``tools/test.py --save-masks``), `Predictor`
-those of your own images with their overlays (``tools/infer.py``), both through `segls.io`.
+those of your own images with their overlays (``tools/infer.py``), `write_scores` a test's
+scores and reliability diagram; all through `segls.io`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,20 @@ from torch.utils.data import DataLoader
 from segls.config import Config
 from segls.data import DataError, build_transform, read_image, resolve_classes
 from segls.data.readers import IMAGE_EXTS
-from segls.io import write_png
+from segls.io import write_json, write_png
 from segls.models import InferenceSettings, predict_logits
 from segls.predict.pictures import overlay
+from segls.predict.plots import reliability_diagram
 from segls.runtime import progress
 
-__all__ = ["Predictor", "collect_images", "mask_array", "save_masks", "unique_names"]
+__all__ = [
+    "Predictor",
+    "collect_images",
+    "mask_array",
+    "save_masks",
+    "unique_names",
+    "write_scores",
+]
 
 
 def mask_array(prediction: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -90,6 +99,18 @@ def collect_images(inputs: list[str]) -> tuple[list[Path], list[tuple[Path, str]
                 seen.add(file.resolve())
                 files.append(file)
     return files, missing
+
+
+def write_scores(out_dir: Path, record: dict, title: str) -> tuple[Path, Path]:
+    """Write `record` to out_dir/scores.json and its scores' reliability diagram as a PNG.
+
+    `record` holds the evaluation's ``scores`` (`segls.predict.evaluate`) and whatever says
+    how they were made; `title` heads the diagram. Returns the two paths.
+    """
+    paths = out_dir / "scores.json", out_dir / "reliability.png"
+    write_json(paths[0], record)
+    write_png(paths[1], reliability_diagram(record["scores"]["calibration"], title))
+    return paths
 
 
 def save_masks(

@@ -1,7 +1,7 @@
 """Tests that training survives faults: SIGKILL, SIGTERM/Ctrl-C, bad checkpoints, NaN losses.
 
-The kill tests run tools/train.py in processes forked from the forkserver of
-tests/test_distributed.py and kill them for real. Probes installed in those processes (never
+The kill tests run the training command line (`segls.cli.train`) in processes forked from
+the forkserver of tests/helpers.py and kill them for real. Probes installed in those processes (never
 in segls itself) append a line to an events file as each step, evaluation, checkpoint write
 and batch fetch begins and ends, and pause a little inside each, so that a kill can be aimed
 at a phase and the test can tell afterwards which phase it hit.
@@ -20,12 +20,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import (
+    AUGMENTING,
+    finish,
+    free_port,
+    output_of,
+    start,
+    tiny_config,
+    torchrun_env,
+    write_dataset,
+)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_distributed import finish, free_port, output_of, start, torchrun_env
-from test_engine import AUGMENTING, load_cli, tiny_config, write_dataset
 from torch import nn
 
 from segls import config
+from segls.cli import train as train_command
 from segls.data import InfiniteLoader, SegDataset
 from segls.losses import LabelSmoothSoftmaxCE
 from segls.train import checkpoint, faults, loop, train
@@ -87,10 +96,10 @@ def install_probes(events: str, pauses: dict) -> None:
 
 
 def train_cli(argv: list[str], events: str | None = None, pauses: dict | None = None) -> None:
-    """tools/train.py in this process (its own process group), with probes if `events`."""
+    """The training command line in this process (its own process group), probes if `events`."""
     os.setpgrp()  # so a Ctrl-C to "the terminal" reaches this process and its workers only
     multiprocessing.set_start_method("fork", force=True)  # loader workers as in `python ...`
-    cli = load_cli()
+    cli = train_command
     if events is not None:
         install_probes(events, pauses or {})
     sys.exit(cli.run(argv))
@@ -208,7 +217,7 @@ def test_sigkill_at_random_moments_then_resume_reproduces_the_uninterrupted_run(
 
 
 def signal_run(argv, tmp_path, name: str, signum: int, at: tuple[str, int], group: bool):
-    """Start tools/train.py, send `signum` when the events reach `at`, expect 128 + signum."""
+    """Start the training command, send `signum` when the events reach `at`; 128 + signum."""
     events = tmp_path / f"{name}.events"
     pauses = {"step": 0.03, "load": 0.05 if group else 0}
     process = start(train_cli, (argv, str(events), pauses), tmp_path, name)
@@ -454,7 +463,7 @@ def test_too_many_nonfinite_steps_stop_naming_the_iteration_and_the_last_finite_
     log = []
     nan_steps(monkeypatch, lambda number: number >= 3, log)
     work_dir = tmp_path / "run"
-    assert load_cli().run([str(config_path), "--work-dir", str(work_dir)]) == 1
+    assert train_command.run([str(config_path), "--work-dir", str(work_dir)]) == 1
 
     last_loss = log[1][2]  # the loss of step 2, as the step returned it
     expected = (

@@ -15,9 +15,7 @@ gradients and temporaries; None ("n/a") where /proc cannot do this.
 from __future__ import annotations
 
 import copy
-import ctypes
 import datetime
-import gc
 import importlib.metadata
 import importlib.util
 import itertools
@@ -29,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from segls import __version__, io, runtime
+from segls.bench.memory import peak_mib, release_freed_memory, reset_peak
 from segls.config import Config, ConfigError
 from segls.models import build_model
 from segls.train import build_criterion, build_objective, train_one_iter
@@ -165,52 +164,6 @@ def random_batch(
     return images.to(device, memory_format=memory_format), labels.to(device)
 
 
-def _release_freed_memory(device: torch.device) -> None:
-    """Return freed memory so the next variant's peak is not hidden in the previous one's."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        return
-    try:
-        ctypes.CDLL(None).malloc_trim(0)  # glibc keeps freed heap pages resident otherwise
-    except (OSError, AttributeError):
-        pass
-
-
-def _resident_kib() -> tuple[int, int] | None:
-    """(VmRSS, VmHWM) of this process in KiB, or None without /proc."""
-    try:
-        with open("/proc/self/status") as status:
-            fields = dict(line.split(":", 1) for line in status if ":" in line)
-        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _reset_peak(device: torch.device) -> int | None:
-    """Start a peak-memory window; returns the CPU resident set in KiB (None if unavailable)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return 0
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return None
-    resident = _resident_kib()
-    return None if resident is None else resident[0]
-
-
-def _peak_mib(device: torch.device, start_kib: int | None) -> float | None:
-    """Peak memory of the window opened by `_reset_peak`, in MiB."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    resident = _resident_kib()
-    if start_kib is None or resident is None:
-        return None
-    return max(resident[1] - start_kib, 0) / 1024
-
-
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -247,8 +200,8 @@ def run_variant(
         step(iteration)
     _synchronize(device)
     warmup_seconds = time.perf_counter() - warmup_start
-    _release_freed_memory(device)
-    start_kib = _reset_peak(device)
+    release_freed_memory(device)
+    start_kib = reset_peak(device)
     _synchronize(device)
     start = time.perf_counter()
     for iteration in range(warmup, warmup + iters):
@@ -259,7 +212,7 @@ def run_variant(
         "images_per_s": iters * cfg.data.batch_size / seconds,
         "seconds": seconds,
         "warmup_seconds": warmup_seconds,
-        "peak_mib": _peak_mib(device, start_kib),
+        "peak_mib": peak_mib(device, start_kib),
         "loss": float(result["loss"]),
     }
 
@@ -296,7 +249,7 @@ def benchmark(
             rows.append({**row, "status": f"failed: {type(error).__name__}: {first_line}"})
             continue
         finally:
-            _release_freed_memory(device)
+            release_freed_memory(device)
         baseline = baseline or measured["images_per_s"]
         speedup = measured["images_per_s"] / baseline
         rows.append({**row, "status": "ok", **measured, "speedup": speedup})

@@ -16,6 +16,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from segls import io
+from segls.cli import prepare_sample as prepare_sample_cli
 from segls.data import channel_stats, sample
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -249,11 +250,7 @@ def test_channel_stats_missing_split(tmp_path):
 
 
 def test_cli_prints_what_it_wrote(tmp_path, source, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "prepare_sample_cli", REPO_ROOT / "tools" / "prepare_sample.py"
-    )
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = prepare_sample_cli
     cli.main(["--root", str(tmp_path / "out"), "--source", str(source)])
     printed = capsys.readouterr().out
     assert "wrote 21 files" in printed and "train mean" in printed

@@ -1,27 +1,22 @@
 """Tests of multi-process training and evaluation: gloo on the CPU, 2 processes.
 
 The processes are real (each its own interpreter state, talking over TCP through gloo):
-one test launches tools/train.py with torchrun itself; the others fork ranks from a
-multiprocessing forkserver that has imported segls once, which keeps them fast. The
-forkserver helpers here are also used by tests/test_faults.py.
+one test launches the training command line with torchrun itself; the others fork ranks
+from the forkserver of tests/helpers.py, which has imported segls once.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import socket
 import subprocess
 import sys
-import traceback
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import TIMEOUT_S, run_ranks, tiny_config, write_dataset
 from PIL import Image
-from test_engine import tiny_config, write_dataset
 from torch.utils.data import DistributedSampler
 
 from segls import config, io, runtime
@@ -30,96 +25,6 @@ from segls.models import build_model
 from segls.predict import evaluate
 from segls.runtime import distributed
 from segls.train import build_criterion, checkpoint
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FORKSERVER = multiprocessing.get_context("forkserver")
-FORKSERVER.set_forkserver_preload(["segls.train", "test_distributed", "test_faults"])
-TIMEOUT_S = 240
-
-
-# ---- running code in other processes --------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _child(target, args: tuple, env: dict, log_path: str, result_path: str) -> None:
-    """Body of a forked process: set env, send output to `log_path`, save target's result."""
-    os.environ.update(env)
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    try:
-        result = target(*args)
-    except SystemExit:
-        raise
-    except BaseException:
-        traceback.print_exc()
-        raise
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    torch.save(result, result_path)
-
-
-def start(target, args: tuple, out_dir: Path, name: str, env: dict | None = None):
-    """Start `target(*args)` in a process forked from the forkserver; see `finish`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = str(out_dir / f"{name}.log"), str(out_dir / f"{name}.result.pth")
-    process = FORKSERVER.Process(target=_child, args=(target, args, env or {}, *paths))
-    process.start()
-    process.log_path, process.result_path = paths
-    return process
-
-
-def output_of(process) -> str:
-    """What the process printed."""
-    path = Path(process.log_path)
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def finish(process, expect_exit: int | None = 0, timeout: float = TIMEOUT_S):
-    """Wait for `process`; check its exit code; return its target's result (None if none)."""
-    process.join(timeout)
-    if process.is_alive():
-        process.kill()
-        process.join()
-        pytest.fail(f"process timed out after {timeout} s:\n{output_of(process)[-4000:]}")
-    if expect_exit is not None and process.exitcode != expect_exit:
-        pytest.fail(
-            f"process exited with {process.exitcode}, expected {expect_exit}:\n"
-            f"{output_of(process)[-4000:]}"
-        )
-    if not Path(process.result_path).exists():
-        return None
-    return torch.load(process.result_path, weights_only=False)
-
-
-def torchrun_env(rank: int, world: int, port: int) -> dict:
-    """The environment variables torchrun gives `rank` of `world` processes on one machine."""
-    return {
-        "RANK": str(rank),
-        "LOCAL_RANK": str(rank),
-        "WORLD_SIZE": str(world),
-        "LOCAL_WORLD_SIZE": str(world),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
-    }
-
-
-def run_ranks(target, args: tuple, world: int, out_dir: Path) -> list:
-    """`target(*args)` in `world` processes with the environment torchrun gives its ranks."""
-    port = free_port()
-    processes = [
-        start(target, args, out_dir, f"rank{rank}", torchrun_env(rank, world, port))
-        for rank in range(world)
-    ]
-    return [finish(process) for process in processes]
-
 
 # ---- the samplers -------------------------------------------------------------------------
 
@@ -236,13 +141,11 @@ def test_two_process_evaluation_of_an_odd_set_equals_one_process_exactly(tmp_pat
 # ---- DDP training through torchrun ------------------------------------------------------------
 
 TORCHRUN_WRAPPER = """
-import importlib.util, os, sys
+import os, sys
 import torch
+from segls.cli import train as cli
 from segls.train import checkpoint, loop
 
-spec = importlib.util.spec_from_file_location("train_cli", sys.argv[1])
-cli = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cli)
 seen = {}
 real_step = loop.train_one_iter
 
@@ -254,7 +157,7 @@ def spy(model, criterion, images, labels, *args, **kwargs):
     return real_step(model, criterion, images, labels, *args, **kwargs)
 
 loop.train_one_iter = spy
-code = cli.run(sys.argv[3:])
+code = cli.run(sys.argv[2:])
 torch.save(
     {
         "wrapper": type(seen["model"]).__name__,
@@ -262,7 +165,7 @@ torch.save(
         "initial": seen["initial"],
         "images": seen["images"],
     },
-    os.path.join(sys.argv[2], "rank%s.pth" % os.environ["RANK"]),
+    os.path.join(sys.argv[1], "rank%s.pth" % os.environ["RANK"]),
 )
 sys.exit(code)
 """
@@ -279,7 +182,7 @@ def test_torchrun_trains_ddp_replicas_that_stay_identical_and_only_rank_0_writes
     work_dir = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(wrapper), str(REPO_ROOT / "tools" / "train.py"), str(tmp_path),
+        str(wrapper), str(tmp_path),
         str(config_path), "--work-dir", str(work_dir),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -1,4 +1,4 @@
-"""Pieces shared by tools/test.py, tools/infer.py and tools/export.py.
+"""What the command lines share: overrides, inference flags, the model for inference, errors.
 
 The inference flags (``--mode slide --crop 512 512 --flip --amp bf16`` ...) are only a
 shorter way to write ``eval.*`` and ``runtime.amp`` overrides: `inference_overrides` turns
@@ -13,24 +13,31 @@ import dataclasses
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from segls import config, runtime
-from segls.config import Config
+from segls.config import Config, ConfigError
+from segls.data import DataError
 from segls.models import InferenceSettings, build_model, settings_from_config
-from segls.train import checkpoint
+from segls.train import CheckpointError, TrainingInterrupted, checkpoint
 
 __all__ = [
+    "USER_ERRORS",
     "InferenceSetup",
     "add_inference_arguments",
     "inference_overrides",
     "load_model",
     "pull_overrides",
+    "run_command",
     "setup_inference",
 ]
+
+# Errors whose message tells the user what to change: printed as one line, exit status 1.
+USER_ERRORS = (ConfigError, CheckpointError, DataError)
 
 _OVERRIDE_RE = re.compile(r"[A-Za-z_]\w*(\.\w+)+=")
 
@@ -110,3 +117,34 @@ def setup_inference(args: argparse.Namespace) -> InferenceSetup:
     settings = settings_from_config(cfg)
     model, weights = load_model(cfg, args.checkpoint, device)
     return InferenceSetup(cfg, device, amp_dtype, settings, model, weights)
+
+
+def _rank_prefix() -> str:
+    """The "[rank R] " that starts messages when torchrun runs several processes, else ""."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        return f"[rank {os.environ.get('RANK', '?')}] "
+    return ""
+
+
+def run_command(
+    main: Callable[[list[str] | None], object],
+    argv: list[str] | None = None,
+    errors: tuple[type[BaseException], ...] = USER_ERRORS,
+) -> int:
+    """Run a command's `main(argv)` and return its exit status.
+
+    `errors` are printed as one line (``error: ...``) with status 1; a run stopped by
+    SIGTERM/SIGINT (after its checkpoint) exits with 128 + the signal number, as the shell
+    reports a process killed by that signal. A `main` that returns an int returns the status.
+    """
+    prefix = _rank_prefix()
+    try:
+        result = main(argv)
+    except errors as error:
+        print(f"{prefix}error: {error}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as stop:
+        print(f"{prefix}{stop}", file=sys.stderr)
+        return stop.exit_code
+    return result if type(result) is int else 0

@@ -13,10 +13,10 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from test_engine import tiny_config
-from test_tools_test import load_tool, save_checkpoint
+from helpers import save_checkpoint, tiny_config
 
 from segls import config
+from segls.cli import export as export_cli
 from segls.models import forward_padded
 from segls.predict import export as onnx_export
 
@@ -29,10 +29,7 @@ def test_onnx_export_matches_pytorch_at_other_batch_and_spatial_sizes(tmp_path, 
     config.dump(cfg, config_path)
     model = save_checkpoint(cfg, tmp_path / "best.pth")
     out = tmp_path / "export" / "model.onnx"
-    assert (
-        load_tool("export").main([str(config_path), str(tmp_path / "best.pth"), "--out", str(out)])
-        == 0
-    )
+    assert export_cli.main([str(config_path), str(tmp_path / "best.pth"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "ema weights" in printed and "(ok)" in printed
     assert [path.name for path in out.parent.iterdir()] == ["model.onnx"]  # no temp file left

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from helpers import save_checkpoint, tiny_config, write_dataset
 from PIL import Image
-from test_engine import tiny_config, write_dataset
-from test_tools_test import load_tool, save_checkpoint
 
 from segls import config
+from segls.cli import infer as infer_cli
 from segls.data import read_mask
 from segls.io import encode_png
 from segls.models import build_model
@@ -59,7 +59,7 @@ def test_infer_writes_masks_and_overlays_and_reports_bad_inputs(setup, tmp_path,
     config_path, checkpoint_path, cfg, model, inputs = setup
     out = tmp_path / "out"
     args = [str(config_path), str(checkpoint_path), str(inputs), str(tmp_path / "missing.tif")]
-    code = load_tool("infer").main([*args, "--out", str(out), "--alpha", "1"])
+    code = infer_cli.main([*args, "--out", str(out), "--alpha", "1"])
     assert code == 1
     errors = capsys.readouterr().err
     for name in ("broken.tif", "gray.png", "missing.tif"):
@@ -85,7 +85,7 @@ def test_same_size_images_are_batched_without_changing_the_results(setup, tmp_pa
     for bad in ("b/broken.tif", "gray.png"):
         (inputs / bad).unlink()
     (inputs / "c.tif").write_bytes((inputs / "a" / "x.tif").read_bytes())
-    tool = load_tool("infer")
+    tool = infer_cli
     shapes = []
     real_predict = prediction_files.predict_logits
 
@@ -172,7 +172,7 @@ def test_a_checkpoint_of_another_model_names_the_mismatched_keys(tmp_path):
     config_path = tmp_path / "fpn.yaml"
     config.dump(fpn_cfg, config_path)
     with pytest.raises(checkpoint.CheckpointError, match="unexpected keys"):
-        load_tool("infer").main([str(config_path), str(tmp_path / "unet3.pth"), ".", "--out", "o"])
+        infer_cli.main([str(config_path), str(tmp_path / "unet3.pth"), ".", "--out", "o"])
 
 
 def dataclasses_replace_model(cfg: config.Config, **changes) -> config.Config:

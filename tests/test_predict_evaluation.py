@@ -3,60 +3,23 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 import torch
+from helpers import save_checkpoint, tiny_config, write_dataset
 from PIL import Image
-from test_engine import tiny_config, write_dataset
 from torch import nn
 
-from segls import config, io
-from segls.models import build_model
+from segls import config
+from segls.cli import common
+from segls.cli import test as test_cli
 from segls.train import checkpoint
-from segls.train.optim import build_ema, build_optimizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_tool(name: str):
-    """Import tools/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_tool", REPO_ROOT / "tools" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def save_checkpoint(cfg: config.Config, path: Path, ema: bool = True) -> nn.Module:
-    """A training checkpoint of a random-init model; returns the model the tools should use.
-
-    With `ema`, the checkpoint's ``model`` weights are those of the returned model with the
-    class-0 bias raised by 1000 (they predict class 0 everywhere), and its ``ema`` weights
-    are the returned model's; without, ``model`` holds the returned model's weights.
-    """
-    torch.manual_seed(0)
-    wanted = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes).eval()
-    trained = copy.deepcopy(wanted)
-    averaged = None
-    if ema:
-        with torch.no_grad():
-            trained.segmentation_head[0].bias[0] += 1000.0
-        averaged = build_ema(wanted, 0.5)
-        averaged.update_parameters(wanted)
-    optimizer = build_optimizer(trained, cfg.optimizer)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    state = checkpoint.training_state(
-        trained, optimizer, scaler, 0, -math.inf, config.to_dict(cfg), averaged
-    )
-    io.write_torch(path, state)
-    return wanted
 
 
 def numpy_predictions(model: nn.Module, cfg: config.Config) -> tuple[list, list]:
@@ -96,7 +59,7 @@ def setup(tmp_path):
 
 def test_scores_and_masks_match_a_numpy_recomputation_with_the_ema_weights(setup, capsys):
     config_path, checkpoint_path, cfg, model = setup
-    scores = load_tool("test").main([str(config_path), str(checkpoint_path), "--save-masks"])
+    scores = test_cli.main([str(config_path), str(checkpoint_path), "--save-masks"])
     predictions, labels = numpy_predictions(model, cfg)
     expected = numpy_miou(predictions, labels)
     # The checkpoint's non-EMA weights predict class 0 everywhere: a different score.
@@ -128,11 +91,11 @@ def test_scores_and_masks_match_a_numpy_recomputation_with_the_ema_weights(setup
 
 def test_flags_are_the_same_as_eval_overrides_and_are_recorded(setup, tmp_path):
     config_path, checkpoint_path, _, _ = setup
-    tool = load_tool("test")
+    tool = test_cli
     flags = ["--mode", "slide", "--crop", "16", "24", "--stride", "8", "12", "--flip"]
     flags += ["--scales", "0.5", "1", "--amp", "bf16"]
     args = tool.parse_args([str(config_path), str(checkpoint_path), *flags])
-    from_flags = config.load(config_path, tool.cli.inference_overrides(args))
+    from_flags = config.load(config_path, common.inference_overrides(args))
     overrides = [
         "eval.mode=slide", "eval.crop_size=[16,24]", "eval.stride=[8,12]", "eval.flip=true",
         "eval.scales=[0.5,1.0]", "runtime.amp=bf16",
@@ -155,7 +118,7 @@ def test_flags_are_the_same_as_eval_overrides_and_are_recorded(setup, tmp_path):
 
 def test_bad_flag_values_name_the_key_and_the_flag(setup):
     config_path, checkpoint_path, _, _ = setup
-    tool = load_tool("test")
+    tool = test_cli
     paths = [str(config_path), str(checkpoint_path)]
     with pytest.raises(
         config.ConfigError, match=r"'eval.stride=\[64,64\]'.*larger than the window"

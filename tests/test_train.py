@@ -1,23 +1,20 @@
-"""Tests of the training loop: steps, schedule, evaluation, records, checkpoints, resume, CLI."""
+"""Tests of segls.train: build_run, the loop, steps, learning rate, records, resume, the CLI."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import AUGMENTING, CLASS_NAMES, read_events, read_metrics, tiny_config, write_dataset
 from torch import nn
 from torch.utils.data import DataLoader
 
 from segls import config
+from segls.cli import train as train_cli
 from segls.config import ScheduleConfig
 from segls.data import build_dataset, sample
 from segls.losses import LabelSmoothSoftmaxCE
@@ -31,73 +28,6 @@ from segls.train.optim import (
     poly_warmup_factor,
     set_lr,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CLASS_NAMES = ["back", "ring", "core"]
-
-
-# Every random transform on, for tests that must reproduce augmented runs exactly.
-AUGMENTING = {
-    "crop_size": [24, 24],
-    "scale_range": [0.75, 1.25],
-    "hflip": 0.5,
-    "vflip": 0.5,
-    "photometric": 0.5,
-}
-
-
-def write_dataset(root: Path, num_train: int = 4, num_val: int = 2, size: int = 32) -> Path:
-    """A folder-format dataset of 2-channel uint16 TIFFs with 3-class masks (row 0 ignored)."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", num_train), ("val", num_val)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "masks" / split).mkdir(parents=True)
-        for index in range(count):
-            mask = np.zeros((size, size), np.uint8)
-            top, left = rng.integers(2, size // 2, 2)
-            mask[top : top + size // 2, left : left + size // 2] = 1
-            mask[top + 4 : top + size // 2 - 4, left + 4 : left + size // 2 - 4] = 2
-            mask[0, :] = 255
-            signal = mask.astype(np.int64) * 20000 + rng.integers(0, 4000, mask.shape)
-            noise = rng.integers(0, 65535, mask.shape)
-            image = np.stack([signal, noise], axis=-1).astype(np.uint16)
-            tifffile.imwrite(root / "images" / split / f"s{index}.tif", image)
-            Image.fromarray(mask).save(root / "masks" / split / f"s{index}.png")
-    return root
-
-
-def tiny_config(root: Path, **sections) -> config.Config:
-    """A config that trains a ~80k-parameter Unet on the tiny dataset in a few seconds."""
-    tree = {
-        "data": {
-            "root": str(root),
-            "in_channels": 2,
-            "mean": [0.2, 0.5],
-            "std": [0.2, 0.3],
-            "class_names": CLASS_NAMES,
-            "crop_size": [32, 32],
-            "scale_range": [1.0, 1.0],
-            "batch_size": 2,
-            "num_workers": 0,
-        },
-        "model": {
-            "arch": "Unet",
-            "encoder": "tu-test_resnet",
-            "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 8]},
-        },
-        "optimizer": {"lr": 0.01},
-        "schedule": {
-            "max_iters": 4,
-            "warmup_iters": 1,
-            "eval_interval": 2,
-            "checkpoint_interval": 2,
-            "log_interval": 1,
-        },
-        "runtime": {"device": "cpu", "num_threads": 1, "vis_samples": 2},
-    }
-    for section, values in sections.items():
-        tree[section] = {**tree.get(section, {}), **values}
-    return config.from_dict(tree)
 
 
 @pytest.fixture
@@ -313,17 +243,6 @@ def test_evaluate_without_criterion_reports_nan_loss_and_accepts_bf16():
 # ---- whole runs ---------------------------------------------------------------------------
 
 
-def read_events(work_dir: Path) -> EventAccumulator:
-    events = EventAccumulator(str(work_dir), size_guidance={"scalars": 0, "images": 0})
-    events.Reload()
-    return events
-
-
-def read_metrics(work_dir: Path) -> list[dict]:
-    lines = (work_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
-
 def test_train_writes_records_and_checkpoints_then_resumes(dataset_root, tmp_path, capsys):
     cfg = tiny_config(dataset_root, eval={"calibration_bins": 5})
     work_dir = tmp_path / "run"
@@ -453,36 +372,27 @@ def test_fp16_on_cpu_is_refused_with_advice(dataset_root, tmp_path):
 # ---- the command line ------------------------------------------------------------------
 
 
-def load_cli():
-    spec = importlib.util.spec_from_file_location("train_cli", REPO_ROOT / "tools" / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
-
-
 def test_cli_trains_with_overrides_into_the_default_work_dir(dataset_root, tmp_path, monkeypatch):
     config_path = tmp_path / "tiny_unet.yaml"
     config.dump(tiny_config(dataset_root), config_path)
     monkeypatch.chdir(tmp_path)
-    cli = load_cli()
-    scores = cli.main([str(config_path), "schedule.max_iters=2", "runtime.vis_samples=0"])
+    scores = train_cli.main([str(config_path), "schedule.max_iters=2", "runtime.vis_samples=0"])
     work_dir = tmp_path / "work_dirs" / "tiny_unet"
     assert checkpoint.load(work_dir / "latest.pth")["iter"] == 2
     assert config.load(work_dir / "config.yaml").schedule.max_iters == 2
     assert scores["mIoU"] == pytest.approx(read_metrics(work_dir)[-1]["mIoU"])
 
-    cli.main([str(config_path), "--resume", "schedule.max_iters=3", "runtime.vis_samples=0"])
+    train_cli.main([str(config_path), "--resume", "schedule.max_iters=3", "runtime.vis_samples=0"])
     assert checkpoint.load(work_dir / "latest.pth")["iter"] == 3
 
 
 def test_cli_resume_argument_forms(tmp_path):
-    cli = load_cli()
-    args = cli.parse_args(["c.yaml", "--resume"])
+    args = train_cli.parse_args(["c.yaml", "--resume"])
     assert args.resume is True and args.overrides == []
     checkpoint_path = tmp_path / "x.pth"
-    args = cli.parse_args(["c.yaml", "a.b=1", "--resume", str(checkpoint_path)])
+    args = train_cli.parse_args(["c.yaml", "a.b=1", "--resume", str(checkpoint_path)])
     assert args.resume == str(checkpoint_path) and args.overrides == ["a.b=1"]
-    args = cli.parse_args(["c.yaml", "--resume", "a.b=1", "c.d=2"])
+    args = train_cli.parse_args(["c.yaml", "--resume", "a.b=1", "c.d=2"])
     assert args.resume is True and args.overrides == ["a.b=1", "c.d=2"]
 
 

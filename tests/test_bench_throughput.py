@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,7 +9,9 @@ import pytest
 import torch
 import yaml
 
-from segls import bench, config
+from segls import config
+from segls.bench import throughput as bench
+from segls.cli import bench_train as bench_train_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -128,20 +129,12 @@ def test_a_failing_variant_is_reported_and_the_others_still_run(monkeypatch):
     assert rows[1]["status"] == "ok" and rows[1]["speedup"] == 1.0
 
 
-def load_cli():
-    path = REPO_ROOT / "tools" / "bench_train.py"
-    spec = importlib.util.spec_from_file_location("bench_train_cli", path)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
-
-
 def test_cli_runs_a_config_file_with_overrides_and_writes_json(tmp_path, capsys):
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(tiny_tree()))
     out = tmp_path / "rows.json"
     argv = [str(config_path), "--iters", "1", "--warmup", "0", "--variants", "fp32", "fp16"]
-    rows = load_cli().main([*argv, "data.batch_size=3", "--json", str(out)])
+    rows = bench_train_cli.main([*argv, "data.batch_size=3", "--json", str(out)])
     printed = capsys.readouterr().out
     assert [row["status"] for row in rows] == ["ok", "skipped (needs CUDA)"]
     assert "batch 3" in printed and "| fp32 |" in printed

@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config, write_dataset
 from PIL import Image
-from test_engine import tiny_config, write_dataset
 
-from segls import compare, config
+from segls import config
+from segls.bench import smoothing
+from segls.cli import compare_smoothing as compare_cli
 from segls.predict.plots import line_charts, reliability_diagram, save_png
-
-REPO_TOOLS = __import__("pathlib").Path(__file__).resolve().parents[1] / "tools"
 
 
 def fake_run(work_dir, epsilon, seed, final, root):
@@ -36,7 +36,7 @@ def test_collect_takes_the_final_evaluation_and_summarise_averages_seeds(tmp_pat
         fake_run(tmp_path / "b", 0.0, 1, scores(0.64, 0.20), root),
         fake_run(tmp_path / "c", 0.1, 0, scores(0.70, 0.05), root),
     ]
-    records = compare.collect(runs)
+    records = smoothing.collect(runs)
     assert [(r["epsilon"], r["seed"], r["iter"]) for r in records] == [
         (0, 0, 4),
         (0, 1, 4),
@@ -44,13 +44,13 @@ def test_collect_takes_the_final_evaluation_and_summarise_averages_seeds(tmp_pat
     ]
     assert records[0]["mIoU"] == 0.60  # the last row, not the best (0.99)
     assert math.isnan(records[0]["Brier"])  # null in metrics.jsonl (undefined) stays NaN
-    summary = compare.summarise(records)
+    summary = smoothing.summarise(records)
     assert [row["epsilon"] for row in summary] == [0.0, 0.1]
     assert summary[0]["runs"] == 2
     assert summary[0]["mIoU"] == pytest.approx(0.62)
     assert summary[0]["mIoU_std"] == pytest.approx(0.04 / math.sqrt(2))  # sample std of 2 values
     assert math.isnan(summary[1]["mIoU_std"])  # one run: no spread
-    table = compare.markdown_table(summary).splitlines()
+    table = smoothing.markdown_table(summary).splitlines()
     assert (
         table[2] == "| 0 | 2 | 62.00 ± 2.83 | 50.00 ± 0.00 | 15.00 ± 7.07 | 1.0000 ± 0.0000 | - |"
     )
@@ -62,12 +62,12 @@ def test_collect_reads_epsilon_from_lb_pos_and_lb_neg(tmp_path):
     cfg = config.load(run / "config.yaml", ["loss.lb_pos=0.9", "loss.lb_neg=0.05"])
     config.dump(cfg, run / "config.yaml")
     # ε is the probability mass moved off the true class: 1 - 0.9, plus lb_neg on it.
-    assert compare.collect([run])[0]["epsilon"] == pytest.approx(0.15)
+    assert smoothing.collect([run])[0]["epsilon"] == pytest.approx(0.15)
 
 
 def test_collect_names_a_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a finished segls run"):
-        compare.collect([tmp_path])
+        smoothing.collect([tmp_path])
 
 
 def test_run_grid_trains_each_epsilon_reuses_finished_and_resumes_interrupted(tmp_path):
@@ -76,26 +76,26 @@ def test_run_grid_trains_each_epsilon_reuses_finished_and_resumes_interrupted(tm
     config.dump(tiny_config(root, schedule={"max_iters": 2, "eval_interval": 1}), config_path)
     out = tmp_path / "grid"
     messages = []
-    runs = compare.run_grid(config_path, [0.0, 0.2], [3], out, log=messages.append)
+    runs = smoothing.run_grid(config_path, [0.0, 0.2], [3], out, log=messages.append)
     assert [run.name for run in runs] == ["eps0_seed3", "eps0.2_seed3"]
     for run, epsilon in zip(runs, [0.0, 0.2], strict=True):
         saved = config.load(run / "config.yaml")
         assert (saved.loss.lb_smooth, saved.runtime.seed) == (epsilon, 3)
-    first = compare.collect(runs)
+    first = smoothing.collect(runs)
     # The runs differ only in ε, so their losses (and hence their weights) differ.
     weights = [torch.load(run / "latest.pth", weights_only=True)["model"] for run in runs]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
     messages.clear()
-    compare.run_grid(config_path, [0.0, 0.2], [3], out, log=messages.append)
+    smoothing.run_grid(config_path, [0.0, 0.2], [3], out, log=messages.append)
     assert all("reusing" in message for message in messages) and len(messages) == 2
-    assert compare.collect(runs) == first
+    assert smoothing.collect(runs) == first
 
     # An interrupted run (its last evaluation missing) continues from latest.pth.
     metrics = runs[1] / "metrics.jsonl"
     metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
     messages.clear()
-    compare.run_grid(config_path, [0.2], [3], out, log=messages.append)
+    smoothing.run_grid(config_path, [0.2], [3], out, log=messages.append)
     assert "training with ε=0.2" in messages[0]
     assert "resumed from" in (runs[1] / "train.log").read_text()
 
@@ -109,7 +109,7 @@ def test_write_report_writes_table_json_plot_and_tensorboard(tmp_path):
         )
     ]
     out = tmp_path / "report"
-    paths = compare.write_report(compare.collect(runs), out)
+    paths = smoothing.write_report(smoothing.collect(runs), out)
     report = json.loads(paths["json"].read_text())
     assert len(report["runs"]) == 4 and report["summary"][1]["mIoU"] == pytest.approx(0.51)
     assert report["summary"][0]["NLL"] is None  # no NLL recorded: null, not NaN
@@ -129,13 +129,7 @@ def test_write_report_writes_table_json_plot_and_tensorboard(tmp_path):
 
 
 def test_cli_needs_exactly_one_of_config_and_collect(capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "compare_cli", REPO_TOOLS / "compare_smoothing.py"
-    )
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = compare_cli
     with pytest.raises(SystemExit):
         cli.parse_args([])
     assert "give either CONFIG" in capsys.readouterr().err

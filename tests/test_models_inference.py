@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_engine import tiny_config, write_dataset
+from helpers import tiny_config, write_dataset
 from torch import nn
 
 from segls import config

@@ -1,0 +1,61 @@
+"""Peak memory of a piece of work: CUDA's allocator counters, or the process's resident set.
+
+On the CPU the peak is the rise of the peak resident set (VmHWM, reset by writing 5 to
+/proc/self/clear_refs) over the resident set when the window opens: everything the work
+allocated and touched, temporaries included. Linux only; elsewhere the figure is None.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+
+import torch
+
+__all__ = ["peak_mib", "release_freed_memory", "reset_peak", "resident_kib"]
+
+
+def release_freed_memory(device: torch.device) -> None:
+    """Return freed memory so the next variant's peak is not hidden in the previous one's."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc keeps freed heap pages resident otherwise
+    except (OSError, AttributeError):
+        pass
+
+
+def resident_kib() -> tuple[int, int] | None:
+    """(VmRSS, VmHWM) of this process in KiB, or None without /proc."""
+    try:
+        with open("/proc/self/status") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def reset_peak(device: torch.device) -> int | None:
+    """Start a peak-memory window; returns the CPU resident set in KiB (None if unavailable)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return 0
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return None
+    resident = resident_kib()
+    return None if resident is None else resident[0]
+
+
+def peak_mib(device: torch.device, start_kib: int | None) -> float | None:
+    """Peak memory of the window opened by `reset_peak`, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    resident = resident_kib()
+    if start_kib is None or resident is None:
+        return None
+    return max(resident[1] - start_kib, 0) / 1024

@@ -1,0 +1,56 @@
+"""Benchmark the loss on the CPU: fwd+bwd time and peak memory above the inputs, side by side.
+
+    python tools/bench_loss.py [--shape 4 19 256 512] [--ignore 0.05] [--repeats 15]
+
+Each variant runs in its own child process so that one variant's freed memory cannot hide
+another's peak. Peak memory is the rise of the process's peak resident set (VmHWM, reset
+through /proc/self/clear_refs) over the resident set once the inputs exist; the gradient
+buffer counts. Linux only. The harness is `segls.bench.loss_cpu`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from segls.bench import loss_cpu
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the variants (each in a child, or this process as one with --worker); print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs="+", default=[4, 19, 256, 512])
+    parser.add_argument("--ignore", type=float, default=0.05, help="fraction of ignored pixels")
+    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=15)
+    variants = list(loss_cpu.VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=variants, choices=variants)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        result = loss_cpu.run_worker(args.worker, args.shape, args.ignore, args.eps, args.repeats)
+        print(json.dumps(result))
+        return [result]
+    logits_mib = torch.Size(args.shape).numel() * 4 / 2**20
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, logits "
+        f"{'x'.join(map(str, args.shape))} float32 ({logits_mib:.1f} MiB), eps {args.eps}, "
+        f"{args.ignore:.0%} ignored, median of {args.repeats}"
+    )
+    results = loss_cpu.run_in_children(
+        args.variants, args.shape, args.ignore, args.eps, args.repeats
+    )
+    print(loss_cpu.markdown(results))
+    return results
+
+
+def run(argv: list[str] | None = None) -> int:
+    """`main`; returns the exit status."""
+    main(argv)
+    return 0
+
+
+if __name__ == "__main__":  # the child processes of segls.bench.loss_cpu.run_in_children
+    main()

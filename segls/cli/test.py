@@ -1,0 +1,90 @@
+"""Evaluate a checkpoint on the config's validation split.
+
+    python tools/test.py CONFIG CHECKPOINT [--out DIR] [--mode whole|slide] [--crop H W]
+        [--stride H W] [--flip] [--scales S ...] [--amp off|fp16|bf16] [--save-masks]
+        [key.path=value ...]
+
+Prints the per-class table with its summary (`segls.metrics.format_table`: the mean scores,
+and calibration when evaluation reports it), then the loss and the settings, and writes
+everything `segls.predict.evaluate` returns to DIR/scores.json and the reliability diagram
+(accuracy against confidence) to DIR/reliability.png. DIR defaults to
+test_<checkpoint stem>/ beside the checkpoint. The inference flags are shortcuts for the
+``eval.*`` and ``runtime.amp`` overrides (configs/README.md). --save-masks also writes each
+image's predicted class indices to DIR/masks/<name>.png (one more prediction pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+
+from segls.cli import common
+from segls.data import build_dataloader, sample
+from segls.metrics import format_table
+from segls.models import InferenceSettings
+from segls.predict import evaluate
+from segls.predict.files import save_masks, write_scores
+from segls.train import build_criterion
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", help="YAML config file (the one the checkpoint was trained with)")
+    parser.add_argument("checkpoint", help="checkpoint (.pth): EMA weights are used when present")
+    parser.add_argument("--out", help="output directory (default: test_<stem>/ beside CHECKPOINT)")
+    parser.add_argument("--save-masks", action="store_true", help="write the predicted masks")
+    common.add_inference_arguments(parser)
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.val_split=test")
+    argv, overrides = common.pull_overrides(argv)
+    args = parser.parse_intermixed_args(argv)
+    args.overrides += overrides
+    return args
+
+
+def summary(scores: dict, settings: InferenceSettings, amp: str, weights: str, count: int) -> str:
+    """The line under the table: loss and how the scores were made."""
+    loss = scores.get("loss", math.nan)
+    return (
+        f"val loss {loss:.4f} | {count} images | {settings.describe()} | amp {amp} | "
+        f"{weights} weights"
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Evaluate CHECKPOINT as the arguments say; print, write and return the scores."""
+    args = parse_args(argv)
+    cfg, device, amp_dtype, settings, model, weights = common.setup_inference(args)
+    data = cfg.data
+    sample.prepare_if_bundled(data.root)
+    loader = build_dataloader(data, data.val_split, train=False, seed=cfg.runtime.seed)
+    scores = evaluate(
+        model, loader, data.num_classes, data.ignore_index, device, amp_dtype,
+        build_criterion(cfg).to(device), cfg.eval.calibration_bins, settings,
+    )  # fmt: skip
+    class_names, count = loader.dataset.class_names, len(loader.dataset)
+    print(format_table(scores, class_names))
+    print(summary(scores, settings, cfg.runtime.amp, weights, count))
+    checkpoint_path = Path(args.checkpoint)
+    out_dir = Path(args.out or checkpoint_path.parent / f"test_{checkpoint_path.stem}")
+    inference = {"description": settings.describe(), **dataclasses.asdict(settings)}
+    record = {
+        "config": str(args.config), "checkpoint": str(checkpoint_path), "weights": weights,
+        "split": data.val_split, "num_images": count, "inference": inference,
+        "amp": cfg.runtime.amp, "class_names": class_names, "scores": scores,
+    }  # fmt: skip
+    title = f"reliability, {checkpoint_path.name} (ECE {100 * scores['ECE']:.2f}%)"
+    json_path, png_path = write_scores(out_dir, record, title)
+    print(f"wrote {json_path} and {png_path}")
+    if args.save_masks:
+        masks = out_dir / "masks"
+        count = save_masks(model, loader, settings, amp_dtype, device, data.num_classes, masks)
+        print(f"wrote {count} masks to {masks}")
+    return scores
+
+
+def run(argv: list[str] | None = None) -> int:
+    """`main`, with the errors a user can act on printed as one line; returns the exit status."""
+    return common.run_command(main, argv)

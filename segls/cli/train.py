@@ -1,0 +1,54 @@
+"""Train a segmentation model from a YAML config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [key.path=value ...]
+    torchrun --nproc_per_node=K tools/train.py CONFIG ...   (K processes, one per GPU)
+
+Overrides such as ``schedule.max_iters=2000`` are applied on top of CONFIG. The run writes
+to work_dirs/<config stem>/ unless --work-dir says otherwise; --resume alone continues from
+that directory's latest.pth (or, if that is missing or damaged, from the newest intact
+checkpoint there). SIGTERM or Ctrl-C writes latest.pth before the run exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from segls import config
+from segls.cli.common import USER_ERRORS, run_command
+from segls.train import NonFiniteError, train
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments; a --resume value that looks like key=value is an override."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", help="YAML config file")
+    parser.add_argument("--work-dir", help="output directory (default: work_dirs/<config stem>)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CKPT",
+        help="continue a run: from CKPT, or from the work dir's latest.pth when no path is given",
+    )
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. optimizer.lr=0.01")
+    args = parser.parse_intermixed_args(argv)
+    if isinstance(args.resume, str) and "=" in args.resume and not os.path.exists(args.resume):
+        args.overrides.insert(0, args.resume)
+        args.resume = True
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Load the config with overrides, train, and return the final validation scores."""
+    args = parse_args(argv)
+    cfg = config.load(args.config, args.overrides)
+    work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
+    return train(cfg, work_dir, resume=args.resume)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """`main`, with the errors a user can act on printed as one line; returns the exit status."""
+    return run_command(main, argv, (*USER_ERRORS, NonFiniteError))

@@ -1,0 +1,224 @@
+"""What several test files share: a tiny dataset and config, records, checkpoints, processes.
+
+The processes are forked from a multiprocessing forkserver that has imported segls once,
+which keeps multi-process tests fast (test_runtime_distributed, test_train_faults).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import multiprocessing
+import os
+import socket
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from segls import config, io
+from segls.models import build_model
+from segls.train import checkpoint
+from segls.train.optim import build_ema, build_optimizer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLASS_NAMES = ["back", "ring", "core"]
+
+
+# Every random transform on, for tests that must reproduce augmented runs exactly.
+AUGMENTING = {
+    "crop_size": [24, 24],
+    "scale_range": [0.75, 1.25],
+    "hflip": 0.5,
+    "vflip": 0.5,
+    "photometric": 0.5,
+}
+
+
+def write_dataset(root: Path, num_train: int = 4, num_val: int = 2, size: int = 32) -> Path:
+    """A folder-format dataset of 2-channel uint16 TIFFs with 3-class masks (row 0 ignored)."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", num_train), ("val", num_val)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "masks" / split).mkdir(parents=True)
+        for index in range(count):
+            mask = np.zeros((size, size), np.uint8)
+            top, left = rng.integers(2, size // 2, 2)
+            mask[top : top + size // 2, left : left + size // 2] = 1
+            mask[top + 4 : top + size // 2 - 4, left + 4 : left + size // 2 - 4] = 2
+            mask[0, :] = 255
+            signal = mask.astype(np.int64) * 20000 + rng.integers(0, 4000, mask.shape)
+            noise = rng.integers(0, 65535, mask.shape)
+            image = np.stack([signal, noise], axis=-1).astype(np.uint16)
+            tifffile.imwrite(root / "images" / split / f"s{index}.tif", image)
+            Image.fromarray(mask).save(root / "masks" / split / f"s{index}.png")
+    return root
+
+
+def tiny_config(root: Path, **sections) -> config.Config:
+    """A config that trains a ~80k-parameter Unet on the tiny dataset in a few seconds."""
+    tree = {
+        "data": {
+            "root": str(root),
+            "in_channels": 2,
+            "mean": [0.2, 0.5],
+            "std": [0.2, 0.3],
+            "class_names": CLASS_NAMES,
+            "crop_size": [32, 32],
+            "scale_range": [1.0, 1.0],
+            "batch_size": 2,
+            "num_workers": 0,
+        },
+        "model": {
+            "arch": "Unet",
+            "encoder": "tu-test_resnet",
+            "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 8]},
+        },
+        "optimizer": {"lr": 0.01},
+        "schedule": {
+            "max_iters": 4,
+            "warmup_iters": 1,
+            "eval_interval": 2,
+            "checkpoint_interval": 2,
+            "log_interval": 1,
+        },
+        "runtime": {"device": "cpu", "num_threads": 1, "vis_samples": 2},
+    }
+    for section, values in sections.items():
+        tree[section] = {**tree.get(section, {}), **values}
+    return config.from_dict(tree)
+
+
+def read_events(work_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(str(work_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def read_metrics(work_dir: Path) -> list[dict]:
+    lines = (work_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def save_checkpoint(cfg: config.Config, path: Path, ema: bool = True) -> nn.Module:
+    """A training checkpoint of a random-init model; returns the model the tools should use.
+
+    With `ema`, the checkpoint's ``model`` weights are those of the returned model with the
+    class-0 bias raised by 1000 (they predict class 0 everywhere), and its ``ema`` weights
+    are the returned model's; without, ``model`` holds the returned model's weights.
+    """
+    torch.manual_seed(0)
+    wanted = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes).eval()
+    trained = copy.deepcopy(wanted)
+    averaged = None
+    if ema:
+        with torch.no_grad():
+            trained.segmentation_head[0].bias[0] += 1000.0
+        averaged = build_ema(wanted, 0.5)
+        averaged.update_parameters(wanted)
+    optimizer = build_optimizer(trained, cfg.optimizer)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    state = checkpoint.training_state(
+        trained, optimizer, scaler, 0, -math.inf, config.to_dict(cfg), averaged
+    )
+    io.write_torch(path, state)
+    return wanted
+
+
+# ---- running code in other processes ----------------------------------------------------
+
+FORKSERVER = multiprocessing.get_context("forkserver")
+# Preloaded once, so that forked processes start with segls imported and find the targets.
+FORKSERVER.set_forkserver_preload(
+    ["segls.train", "helpers", "test_runtime_distributed", "test_train_faults"]
+)
+TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _child(target, args: tuple, env: dict, log_path: str, result_path: str) -> None:
+    """Body of a forked process: set env, send output to `log_path`, save target's result."""
+    os.environ.update(env)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    try:
+        result = target(*args)
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    torch.save(result, result_path)
+
+
+def start(target, args: tuple, out_dir: Path, name: str, env: dict | None = None):
+    """Start `target(*args)` in a process forked from the forkserver; see `finish`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = str(out_dir / f"{name}.log"), str(out_dir / f"{name}.result.pth")
+    process = FORKSERVER.Process(target=_child, args=(target, args, env or {}, *paths))
+    process.start()
+    process.log_path, process.result_path = paths
+    return process
+
+
+def output_of(process) -> str:
+    """What the process printed."""
+    path = Path(process.log_path)
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def finish(process, expect_exit: int | None = 0, timeout: float = TIMEOUT_S):
+    """Wait for `process`; check its exit code; return its target's result (None if none)."""
+    process.join(timeout)
+    if process.is_alive():
+        process.kill()
+        process.join()
+        pytest.fail(f"process timed out after {timeout} s:\n{output_of(process)[-4000:]}")
+    if expect_exit is not None and process.exitcode != expect_exit:
+        pytest.fail(
+            f"process exited with {process.exitcode}, expected {expect_exit}:\n"
+            f"{output_of(process)[-4000:]}"
+        )
+    if not Path(process.result_path).exists():
+        return None
+    return torch.load(process.result_path, weights_only=False)
+
+
+def torchrun_env(rank: int, world: int, port: int) -> dict:
+    """The environment variables torchrun gives `rank` of `world` processes on one machine."""
+    return {
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world),
+        "LOCAL_WORLD_SIZE": str(world),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+
+
+def run_ranks(target, args: tuple, world: int, out_dir: Path) -> list:
+    """`target(*args)` in `world` processes with the environment torchrun gives its ranks."""
+    port = free_port()
+    processes = [
+        start(target, args, out_dir, f"rank{rank}", torchrun_env(rank, world, port))
+        for rank in range(world)
+    ]
+    return [finish(process) for process in processes]
