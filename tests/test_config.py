@@ -481,7 +481,7 @@ def test_every_base_file_loads_alone(path):
 
 
 def test_model_bases_name_architectures_encoders_and_kwargs_that_segls_models_accepts():
-    from segls.models import factory  # heavy (imports smp and timm): only when this test runs
+    from segls.models import factory
 
     for path in sorted((CONFIGS / "_base_" / "models").glob("*.yaml")):
         model = config.load(path).model

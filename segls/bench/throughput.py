@@ -50,12 +50,10 @@ __all__ = [
 ]
 
 IGNORE_FRACTION = 0.05
-_AMP_NAMES = {"off": "fp32", "fp16": "fp16", "bf16": "bf16"}
+_AMP_NAMES = {amp: "fp32" if amp == "off" else amp for amp in runtime.AMP_DTYPES}
 _TOKENS = {
-    "fp32": ("amp", "off"),
-    "off": ("amp", "off"),
-    "fp16": ("amp", "fp16"),
-    "bf16": ("amp", "bf16"),
+    **{name: ("amp", amp) for amp, name in _AMP_NAMES.items()},
+    **{amp: ("amp", amp) for amp in runtime.AMP_DTYPES},
     "channels_last": ("channels_last", True),
     "cl": ("channels_last", True),
     "compile": ("compile", True),
@@ -101,7 +99,7 @@ def parse_variant(spec: str) -> Variant:
 
 def all_variants() -> list[Variant]:
     """The full cartesian product of the switches (24 variants)."""
-    grid = itertools.product(("off", "fp16", "bf16"), (False, True), (False, True))
+    grid = itertools.product(runtime.AMP_DTYPES, (False, True), (False, True))
     return [
         Variant(amp, channels_last, compiled, backend)
         for amp, channels_last, compiled in grid

@@ -22,7 +22,7 @@ from torch import nn
 from segls import config, runtime
 from segls.config import Config, ConfigError
 from segls.data import DataError
-from segls.models import InferenceSettings, build_model, settings_from_config
+from segls.models import MODES, InferenceSettings, build_model, settings_from_config
 from segls.train import CheckpointError, TrainingInterrupted, checkpoint
 
 __all__ = [
@@ -57,12 +57,12 @@ def pull_overrides(argv: list[str] | None) -> tuple[list[str], list[str]]:
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags that override ``eval.*`` and ``runtime.amp`` (see `inference_overrides`)."""
     group = parser.add_argument_group("inference (shortcuts for eval.* / runtime.amp overrides)")
-    group.add_argument("--mode", choices=("whole", "slide"), help="eval.mode")
+    group.add_argument("--mode", choices=MODES, help="eval.mode")
     group.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"), help="eval.crop_size")
     group.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"), help="eval.stride")
     group.add_argument("--flip", action="store_true", help="eval.flip=true")
     group.add_argument("--scales", nargs="+", type=float, metavar="S", help="eval.scales")
-    group.add_argument("--amp", choices=("off", "fp16", "bf16"), help="runtime.amp")
+    group.add_argument("--amp", choices=tuple(runtime.AMP_DTYPES), help="runtime.amp")
 
 
 def inference_overrides(args: argparse.Namespace) -> list[str]:

@@ -12,18 +12,25 @@ from typing import Any
 
 from segls import ConfigError
 from segls.config.convert import show
-from segls.config.schema import Config
+from segls.config.schema import OPTIMIZER_TYPES, Config
+from segls.data.layouts import CITYSCAPES_LABELS, LAYOUTS
+from segls.data.transforms import SCALINGS
+from segls.losses.checks import BACKENDS
+from segls.models.factory import RESERVED_KWARGS
+from segls.models.inference import MODES
+from segls.runtime.device import AMP_DTYPES
 
 __all__ = ["check", "lookup"]
 
+# The allowed values of each choice, exported by the code that uses the value.
 _CHOICES = {
-    "data.format": ("folder", "voc", "cityscapes", "ade20k"),
-    "data.cityscapes_labels": ("labelTrainIds", "labelIds"),
-    "data.scaling": ("dtype", "percentile"),
-    "loss.backend": ("auto", "torch", "triton"),
-    "optimizer.type": ("adamw", "sgd"),
-    "runtime.amp": ("off", "fp16", "bf16"),
-    "eval.mode": ("whole", "slide"),
+    "data.format": tuple(LAYOUTS),
+    "data.cityscapes_labels": CITYSCAPES_LABELS,
+    "data.scaling": SCALINGS,
+    "loss.backend": BACKENDS,
+    "optimizer.type": OPTIMIZER_TYPES,
+    "runtime.amp": tuple(AMP_DTYPES),
+    "eval.mode": MODES,
 }
 _MINIMUM = {
     "data.in_channels": 1,
@@ -54,13 +61,6 @@ _IN_UNIT_INTERVAL = (
 )
 _NON_EMPTY = ("data.root", "data.train_split", "data.val_split", "model.arch", "model.encoder")
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")
-# smp constructor arguments that other keys already set, and the key to use instead.
-_RESERVED_MODEL_KWARGS = {
-    "encoder_name": "model.encoder",
-    "encoder_weights": "model.encoder_weights",
-    "in_channels": "data.in_channels",
-    "classes": "data.num_classes",
-}
 
 
 def lookup(cfg: Config, key: str) -> Any:
@@ -101,8 +101,8 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "data.scale_range", scale_ok, "give [low, high] with 0 < low <= high, or [1.0, 1.0]"
     weights_ok = cfg.model.encoder_weights != ""
     yield "model.encoder_weights", weights_ok, "use null, imagenet or a file path"
-    for name, owner in _RESERVED_MODEL_KWARGS.items():
-        yield f"model.kwargs.{name}", name not in cfg.model.kwargs, f"remove it and set {owner}"
+    for name, instead in RESERVED_KWARGS.items():
+        yield f"model.kwargs.{name}", name not in cfg.model.kwargs, f"remove it: {instead}"
     smooth_ok = _in_unit(loss.lb_smooth, upper_open=True)
     yield "loss.lb_smooth", smooth_ok, "use a value in [0, 1); 0 turns smoothing off"
     lb_pos, lb_neg = loss.lb_pos, loss.lb_neg

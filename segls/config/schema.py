@@ -1,13 +1,17 @@
 """The experiment schema: one typed dataclass per config section, with every default.
 
 configs/README.md documents each key; `segls.config.checks` says which values are allowed.
+The loss's default smoothing is the loss's own (`segls.losses.checks.DEFAULT_LB_SMOOTH`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from segls.losses.checks import DEFAULT_LB_SMOOTH
+
 __all__ = [
+    "OPTIMIZER_TYPES",
     "Config",
     "DataConfig",
     "EvalConfig",
@@ -65,13 +69,17 @@ class ModelConfig:
 class LossConfig:
     """Settings of the label-smoothing softmax cross-entropy (and an optional Lovász term)."""
 
-    lb_smooth: float = 0.1
+    lb_smooth: float = DEFAULT_LB_SMOOTH
     lb_pos: float | None = None
     lb_neg: float | None = None
     class_weight: list[float] | None = None
     backend: str = "auto"
     check_labels: bool = True
     lovasz_weight: float = 0.0
+
+
+# optimizer.type: segls.train.optim builds these (it sits above the config, so they live here).
+OPTIMIZER_TYPES = ("adamw", "sgd")
 
 
 @dataclass

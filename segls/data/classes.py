@@ -113,7 +113,4 @@ def resolve_classes(data_cfg: DataConfig) -> tuple[list[str], list[list[int]]]:
             f"{source} has {len(palette)} colours but data.num_classes={num_classes}; "
             f"give data.palette with {num_classes} [r, g, b] entries or leave it empty"
         )
-    for colour in palette:
-        if len(colour) != 3 or not all(0 <= int(value) <= 255 for value in colour):
-            raise ValueError(f"palette colour {colour} is not [r, g, b] with values in 0..255")
     return names, [[int(value) for value in colour] for colour in palette]

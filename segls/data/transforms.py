@@ -25,6 +25,7 @@ from segls.data.readers import dtype_max
 if TYPE_CHECKING:
     from segls.config import DataConfig
 
+SCALINGS = ("dtype", "percentile")  # data.scaling: by the dtype maximum, or per image
 BRIGHTNESS_LIMIT = 0.5  # added offset, in units of the channel's own standard deviation
 CONTRAST_LIMIT = 0.3  # relative change of each channel's spread around its mean
 
@@ -33,10 +34,6 @@ def build_geometry(data_cfg: DataConfig) -> A.Compose:
     """Random scale, rotate90, pad to the crop (label filled with ignore), crop and flips."""
     crop_h, crop_w = (int(size) for size in data_cfg.crop_size)
     low, high = (float(factor) for factor in data_cfg.scale_range)
-    if not 0 < low <= high:
-        raise ValueError(
-            f"data.scale_range={list(data_cfg.scale_range)} must be [low, high] with 0 < low <= high"
-        )
     steps: list[A.BasicTransform] = []
     if (low, high) != (1.0, 1.0):
         steps.append(

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from segls.losses.checks import BACKENDS, REDUCTIONS, check_weight, resolve_targets
+from segls.losses.checks import (
+    BACKENDS,
+    DEFAULT_LB_SMOOTH,
+    REDUCTIONS,
+    check_weight,
+    resolve_targets,
+)
 from segls.losses.functional import label_smooth_softmax_ce
 
 
@@ -69,5 +75,6 @@ class LabelSmoothSoftmaxCE(nn.Module):
         if self.lb_pos is not None:
             form = f"lb_pos={self.lb_pos}, lb_neg={self.lb_neg}"
         else:
-            form = f"lb_smooth={0.1 if self.lb_smooth is None else self.lb_smooth}"
+            lb_smooth = DEFAULT_LB_SMOOTH if self.lb_smooth is None else self.lb_smooth
+            form = f"lb_smooth={lb_smooth}"
         return f"{form}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"

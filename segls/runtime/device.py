@@ -23,7 +23,7 @@ from segls.runtime.seeds import seed_everything
 
 __all__ = ["AMP_DTYPES", "amp_dtype", "autocast", "configure", "resolve_device", "set_determinism"]
 
-AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # runtime.amp
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,16 +91,11 @@ def set_determinism(enabled: bool) -> None:
 
 
 def configure(runtime_cfg) -> torch.device:
-    """Apply a ``RuntimeConfig``: threads, determinism, seeds. Returns the device to run on."""
-    if runtime_cfg.num_threads < 0:
-        raise ConfigError(
-            f"runtime.num_threads={runtime_cfg.num_threads} must be >= 0 (0 keeps torch's default)"
-        )
+    """Apply a checked ``RuntimeConfig``: threads, determinism, seeds. Returns the device."""
     if runtime_cfg.num_threads > 0:
         torch.set_num_threads(runtime_cfg.num_threads)
     set_determinism(runtime_cfg.deterministic)
     distributed.use_local_gpu()  # under torchrun, before anything opens a context on GPU 0
     device = resolve_device(runtime_cfg.device)
-    amp_dtype(runtime_cfg.amp, device)
     seed_everything(runtime_cfg.seed)
     return device

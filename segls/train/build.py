@@ -12,7 +12,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from segls import io, runtime
-from segls.config import Config, dump
+from segls.config import Config, dump, validate
 from segls.data import InfiniteLoader, build_loaders
 from segls.data import sample as sample_data
 from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
@@ -98,12 +98,14 @@ class Run:
 def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
     """Set up the process and build everything training `cfg` into `work_dir` needs.
 
-    Threads, determinism and seeds are applied (`segls.runtime.configure`) before anything
+    `cfg` is checked first (`segls.config.validate`: a Config built or edited in Python
+    enters here), so nothing below checks its values again. Threads, determinism and seeds are applied (`segls.runtime.configure`) before anything
     random is built, and the order below is fixed: the model's initial weights depend on it.
     `start_iter` is where a resumed run continues (`segls.train.checkpoint.restore` puts the
     rest back), so that the records after it are dropped. Under torchrun every process
     joins the group and builds its replica; only rank 0 writes.
     """
+    validate(cfg)
     work_dir = Path(work_dir)
     device = runtime.configure(cfg.runtime)
     amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
