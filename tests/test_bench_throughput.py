@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from segls.cli import bench_train as bench_train_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
+# Linux lets a process reset its peak resident set; elsewhere the CPU peak is not measured.
+RESETTABLE_PEAK = os.access("/proc/self/clear_refs", os.W_OK)
 
 
 def tiny_tree() -> dict:
@@ -94,7 +97,10 @@ def test_benchmark_measures_cpu_variants_and_marks_the_rest_skipped(tmp_path):
         assert row["status"] == "ok", row["status"]
         assert row["images_per_s"] > 0 and row["seconds"] > 0
         assert torch.isfinite(torch.tensor(row["loss"]))
-        assert row["peak_mib"] is None or row["peak_mib"] >= 0
+        if RESETTABLE_PEAK:  # a training step touches fresh memory: its peak is above 0
+            assert 0 < row["peak_mib"] < 1024, row["peak_mib"]
+        else:
+            assert row["peak_mib"] is None
     assert by_name["fp32"]["speedup"] == 1.0
     assert by_name["fp16"]["status"] == "skipped (needs CUDA)"
     assert by_name["fp32+triton"]["status"] == "skipped (needs CUDA)"

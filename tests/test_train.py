@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import AUGMENTING, CLASS_NAMES, read_events, read_metrics, tiny_config, write_dataset
+from helpers import (
+    AUGMENTING,
+    CLASS_NAMES,
+    REPO_ROOT,
+    read_events,
+    read_metrics,
+    tiny_config,
+    write_dataset,
+)
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -139,6 +147,76 @@ def test_optimizer_leaves_biases_and_norm_parameters_undecayed(kind):
         id(model[1].bias),
     }
     assert type(optimizer).__name__.lower() == kind
+
+
+def lambda_lr_schedule(opt_cfg, sched, iterations: int) -> list[float]:
+    """Learning rates of the first `iterations` steps as runs set them until 2026-11-30.
+
+    torch's LambdaLR steps an optimizer after each iteration; its factor is written out here
+    from the schedule's formula: poly decay from ``optimizer.lr`` to ``min_lr``, times a
+    linear warm-up from ``warmup_ratio`` and a linear cool-down to 0.
+    """
+    base = opt_cfg.lr
+
+    def factor(it: int) -> float:
+        total = sched.max_iters
+        floor = sched.min_lr / base if base > 0 else 0.0
+        value = (1 - floor) * (1 - min(it, total) / total) ** sched.power + floor
+        if it < sched.warmup_iters:
+            value *= sched.warmup_ratio + (1 - sched.warmup_ratio) * (it / sched.warmup_iters)
+        if sched.cooldown_iters > 0 and it > total - sched.cooldown_iters:
+            value *= max(total - it, 0) / sched.cooldown_iters
+        return value
+
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    rates = []
+    for _ in range(iterations):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def _schedule(name: str):
+    """(optimizer, schedule) sections of a config file, or of a made-up schedule by name."""
+    if name.endswith(".yaml"):
+        cfg = config.load(REPO_ROOT / "configs" / name)
+        return cfg.optimizer, cfg.schedule
+    made_up = {
+        "warmup+cooldown+min_lr": ScheduleConfig(
+            max_iters=300, warmup_iters=40, warmup_ratio=0.05, cooldown_iters=90,
+            power=1.7, min_lr=2e-5,
+        ),
+        "cooldown only": ScheduleConfig(max_iters=97, cooldown_iters=97, power=0.0),
+    }  # fmt: skip
+    return config.OptimizerConfig(lr=3.7e-4), made_up[name]
+
+
+SHORT_SCHEDULES = [
+    "unet_resnet18_scratch_64x64_600.yaml",  # the default run
+    "_base_/schedules/adamw_const_ema_600.yaml",
+    "_base_/schedules/adamw_poly_1k.yaml",
+    "warmup+cooldown+min_lr",
+    "cooldown only",
+]
+LONG_SCHEDULES = [
+    f"_base_/schedules/{name}.yaml"
+    for name in ("sgd_poly_20k", "sgd_poly_40k", "sgd_poly_80k", "adamw_poly_160k")
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # LambdaLR's step-order warning
+@pytest.mark.parametrize(
+    "name", SHORT_SCHEDULES + [pytest.param(n, marks=pytest.mark.slow) for n in LONG_SCHEDULES]
+)
+def test_learning_rate_is_bit_identical_to_lambda_lr_at_every_iteration(name):
+    opt_cfg, sched = _schedule(name)
+    expected = lambda_lr_schedule(opt_cfg, sched, sched.max_iters + 1)
+    rates = [learning_rate(i, opt_cfg, sched) for i in range(sched.max_iters + 1)]
+    mismatches = [i for i, (a, b) in enumerate(zip(rates, expected, strict=True)) if a != b]
+    assert mismatches == []
+    assert len(set(rates)) > 2 or sched.power == 0  # the schedule does move
 
 
 # ---- one training step --------------------------------------------------------------------

@@ -7,10 +7,11 @@ import random
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config, write_dataset
 from torch import nn
 
 from segls import io, runtime
-from segls.train import CheckpointError, checkpoint
+from segls.train import CheckpointError, checkpoint, loop, train
 from segls.train.optim import set_lr
 
 
@@ -129,3 +130,55 @@ def test_compiled_or_wrapped_models_save_plain_state_dicts():
     objects = make_objects(0)
     state = checkpoint.training_state(Wrapper(objects[0]), *objects[1:], 0, 0.0, {})
     assert set(state["model"]) == set(objects[0].state_dict())
+
+
+def test_unknown_format_versions_are_refused_with_the_versions_this_segls_reads(tmp_path):
+    objects = make_objects(0)
+    state = checkpoint.training_state(*objects, 1, 0.0, {})
+    assert state["format"] == checkpoint.FORMAT_VERSION == 2
+    state["format"] = 3
+    path = tmp_path / "future.pth"
+    io.write_torch(path, state)
+    message = r"future.pth has format version 3, but this segls reads versions 1, 2"
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint.check_training_state(checkpoint.load(path), path)
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint.load_weights(objects[0], path)
+    with pytest.raises(CheckpointError, match=r"lacks \['format'\]"):
+        checkpoint.check_training_state({k: v for k, v in state.items() if k != "format"}, path)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_format_1_checkpoint_with_a_scheduler_entry_resumes_exactly(tmp_path, monkeypatch):
+    cfg = tiny_config(
+        write_dataset(tmp_path / "data"),
+        schedule={"max_iters": 4, "checkpoint_interval": 2},
+        runtime={"deterministic": True, "vis_samples": 0},
+    )
+    train(cfg, tmp_path / "straight")
+    real_step, calls = loop.train_one_iter, []
+
+    def step_then_crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # after the checkpoint at iteration 2
+            raise Interrupted
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_one_iter", step_then_crash)
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "old")
+    monkeypatch.undo()
+    latest = tmp_path / "old" / "latest.pth"
+    old = checkpoint.load(latest)  # as format 1 wrote it: LambdaLR's state beside the rest
+    old["format"], old["scheduler"] = 1, {"last_epoch": 2, "base_lrs": [0.01, 0.01]}
+    io.write_torch(latest, old)
+    train(cfg, tmp_path / "old", resume=True)
+    resumed = checkpoint.load(latest)
+    straight = checkpoint.load(tmp_path / "straight" / "latest.pth")
+    assert resumed["iter"] == straight["iter"] == 4 and resumed["format"] == 2
+    assert "scheduler" not in resumed
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
