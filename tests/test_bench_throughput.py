@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from segls import config
+from segls.bench import report as bench_report
 from segls.bench import throughput as bench
 from segls.cli import bench_train as bench_train_cli
 
@@ -110,13 +111,13 @@ def test_benchmark_measures_cpu_variants_and_marks_the_rest_skipped(tmp_path):
     fp32, fp32_cl = by_name["fp32"]["loss"], by_name["fp32+channels_last"]["loss"]
     assert fp32_cl == pytest.approx(fp32, rel=1e-4)
 
-    env = bench.environment(cfg, "tiny.yaml", CPU, iters=2, warmup=1)
-    report = bench.format_report(env, rows)
+    env = bench_report.environment(cfg, "tiny.yaml", CPU, iters=2, warmup=1)
+    report = bench_report.format_report(env, rows)
     assert "| fp16 | skipped (needs CUDA) |" in report
     assert "| fp32 |" in report and "1.00x" in report
     assert "crop 32x32, batch 2" in report and f"torch {torch.__version__}" in report
     out = tmp_path / "out" / "bench.json"
-    bench.write_json(out, env, rows)
+    bench_report.write_json(out, env, rows)
     assert json.loads(out.read_text())["rows"] == rows
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from segls import config, runtime
-from segls.bench import throughput
+from segls.bench import report, throughput
 from segls.cli import common
 
 
@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = runtime.resolve_device(cfg.runtime.device)
     variants = throughput.resolve_variants(args.variants, device)
     rows = throughput.benchmark(cfg, variants, args.iters, args.warmup, args.compile)
-    env = throughput.environment(cfg, args.config, device, args.iters, args.warmup)
-    print(throughput.format_report(env, rows), end="")
+    env = report.environment(cfg, args.config, device, args.iters, args.warmup)
+    print(report.format_report(env, rows), end="")
     if args.json:
-        throughput.write_json(args.json, env, rows)
+        report.write_json(args.json, env, rows)
     return rows
 
 
