@@ -132,7 +132,7 @@ def train_one_iter(
     With float16 the `scaler` scales the loss; a step whose gradients overflowed is skipped
     by the scaler, which then lowers its scale, so ``skipped`` is read from that decrease.
     Otherwise a step whose loss or gradients hold inf/NaN on any rank is skipped
-    (`segls.faults.nonfinite`). A skipped step leaves the model as it was, BatchNorm
+    (`segls.train.faults.nonfinite`). A skipped step leaves the model as it was, BatchNorm
     statistics included. Gradients are unscaled before clipping so `grad_clip` is a norm of
     the true gradients.
     """
