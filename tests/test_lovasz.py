@@ -11,7 +11,8 @@ from torch import nn
 
 from segls import config
 from segls.losses import LabelSmoothSoftmaxCE, LovaszSoftmax, PlusLovasz, lovasz_softmax
-from segls.train import build_criterion, build_objective
+from segls.predict import build_criterion
+from segls.train import build_objective
 
 
 def test_two_pixel_example_worked_by_hand():

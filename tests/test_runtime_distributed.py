@@ -22,9 +22,9 @@ from torch.utils.data import DistributedSampler
 from segls import config, io, runtime
 from segls.data import InfiniteLoader, ShardSampler, augmentation_seed, build_loaders
 from segls.models import build_model
-from segls.predict import evaluate
+from segls.predict import build_criterion, evaluate
 from segls.runtime import distributed
-from segls.train import build_criterion, checkpoint
+from segls.train import checkpoint
 
 # ---- the samplers -------------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ from segls.config import ScheduleConfig
 from segls.data import build_dataset, sample
 from segls.losses import LabelSmoothSoftmaxCE
 from segls.models import build_model
-from segls.predict import evaluate
-from segls.train import build_criterion, checkpoint, loop, train
+from segls.predict import build_criterion, evaluate
+from segls.train import checkpoint, loop, train
 from segls.train.optim import (
     build_ema,
     build_optimizer,

@@ -24,9 +24,8 @@ from segls.cli import common
 from segls.data import build_dataloader, sample
 from segls.metrics import format_table
 from segls.models import InferenceSettings
-from segls.predict import evaluate
+from segls.predict import build_criterion, evaluate
 from segls.predict.files import save_masks, write_scores
-from segls.train import build_criterion
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

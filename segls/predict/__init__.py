@@ -6,6 +6,6 @@ and `plots` draw images and charts, `files` writes masks and overlays under uniq
 `segls.models.inference`.
 """
 
-from segls.predict.evaluation import evaluate, sample_panels
+from segls.predict.evaluation import build_criterion, evaluate, sample_panels
 
-__all__ = ["evaluate", "sample_panels"]
+__all__ = ["build_criterion", "evaluate", "sample_panels"]

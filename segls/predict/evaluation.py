@@ -1,4 +1,4 @@
-"""Evaluation: a model's scores over a validation loader, and sample panels to look at."""
+"""Evaluation: a model's scores and loss over a validation loader, and panels to look at."""
 
 from __future__ import annotations
 
@@ -9,12 +9,34 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from segls.config import Config
+from segls.losses import LabelSmoothSoftmaxCE
 from segls.metrics import CalibrationMetrics, SegMetrics
 from segls.models import InferenceSettings, predict_logits
 from segls.predict.pictures import panel
 from segls.runtime import distributed, progress
 
-__all__ = ["evaluate", "sample_panels"]
+__all__ = ["build_criterion", "evaluate", "sample_panels"]
+
+
+def build_criterion(cfg: Config) -> LabelSmoothSoftmaxCE:
+    """The label-smoothing cross-entropy configured by ``loss`` and ``data.ignore_index``.
+
+    The loss evaluation reports; training minimises it too, plus the Lovász term when set
+    (`segls.train.build.build_objective`). ``lb_pos``/``lb_neg``, when set, replace
+    ``lb_smooth`` (the config documents this).
+    """
+    loss_cfg = cfg.loss
+    explicit = loss_cfg.lb_pos is not None
+    return LabelSmoothSoftmaxCE(
+        None if explicit else loss_cfg.lb_smooth,
+        lb_pos=loss_cfg.lb_pos,
+        lb_neg=loss_cfg.lb_neg,
+        ignore_index=cfg.data.ignore_index,
+        weight=loss_cfg.class_weight,
+        check_labels=loss_cfg.check_labels,
+        backend=loss_cfg.backend,
+    )
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ iteration, `checkpoint` what a checkpoint holds (save, restore, resume, weights 
 inference), `faults` non-finite steps and stop signals, `logger` the run's records.
 """
 
-from segls.train.build import Run, build_criterion, build_objective, build_run
+from segls.train.build import Run, build_objective, build_run
 from segls.train.checkpoint import CheckpointError, restore
 from segls.train.faults import NonFiniteError, TrainingInterrupted
 from segls.train.loop import train, train_one_iter
@@ -16,7 +16,6 @@ __all__ = [
     "NonFiniteError",
     "Run",
     "TrainingInterrupted",
-    "build_criterion",
     "build_objective",
     "build_run",
     "restore",

@@ -17,30 +17,13 @@ from segls.data import InfiniteLoader, build_loaders
 from segls.data import sample as sample_data
 from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
 from segls.models import InferenceSettings, build_model, settings_from_config
+from segls.predict import build_criterion
 from segls.runtime import distributed
 from segls.train.faults import StopSignals
 from segls.train.logger import RunLogger
 from segls.train.optim import build_ema, build_optimizer
 
-__all__ = ["Run", "build_criterion", "build_objective", "build_run"]
-
-
-def build_criterion(cfg: Config) -> LabelSmoothSoftmaxCE:
-    """The label-smoothing cross-entropy configured by ``loss`` and ``data.ignore_index``.
-
-    ``lb_pos``/``lb_neg``, when set, replace ``lb_smooth`` (the config documents this).
-    """
-    loss_cfg = cfg.loss
-    explicit = loss_cfg.lb_pos is not None
-    return LabelSmoothSoftmaxCE(
-        None if explicit else loss_cfg.lb_smooth,
-        lb_pos=loss_cfg.lb_pos,
-        lb_neg=loss_cfg.lb_neg,
-        ignore_index=cfg.data.ignore_index,
-        weight=loss_cfg.class_weight,
-        check_labels=loss_cfg.check_labels,
-        backend=loss_cfg.backend,
-    )
+__all__ = ["Run", "build_objective", "build_run", "describe"]
 
 
 def build_objective(cfg: Config, criterion: LabelSmoothSoftmaxCE) -> nn.Module:
