@@ -1,14 +1,17 @@
-"""The loss on the CPU: fwd+bwd time and peak memory above the inputs, one child per variant.
+"""The loss on the CPU: fwd+bwd time and peak memory above the inputs, side by side.
 
-Each variant runs in its own child process (``python -m segls.cli.bench_loss --worker``) so
-that one variant's freed memory cannot hide another's peak. Peak memory is the rise of the
-process's peak resident set over the resident set once the inputs exist
-(`segls.bench.memory`); the gradient buffer counts. Linux only.
+The variants are timed in turns in one child process (``python -m segls.cli.bench_loss
+--worker time``), so that load from other processes slows them alike. Each variant's memory
+is measured in a child of its own (``--worker memory``), so that one variant's freed memory
+cannot hide another's peak, and that child runs with `segls.bench.memory.LIVE_PEAK_ENV`, so
+the figure is the peak of the live allocations above the inputs; the gradient buffer counts.
+Linux with glibc only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -18,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from segls.bench.losses import IGNORE, make_inputs, one_hot_dense
-from segls.bench.memory import peak_mib, reset_peak
+from segls.bench.memory import LIVE_PEAK_ENV, peak_mib, reset_peak
 from segls.losses import label_smooth_softmax_ce
 
-__all__ = ["VARIANTS", "markdown", "run_in_children", "run_worker"]
+__all__ = ["VARIANTS", "markdown", "measure_memory", "run_in_children", "time_variants"]
 
 VARIANTS = {
     "segls": lambda x, y, eps: label_smooth_softmax_ce(x, y, eps),
@@ -35,14 +38,13 @@ VARIANTS = {
 }
 
 
-def run_worker(name: str, shape, ignore_frac: float, eps: float, repeats: int) -> dict:
-    """Time and measure one variant in this process; returns a JSON-able dict."""
+def _step(name: str, shape, ignore_frac: float, eps: float):
+    """Fresh logits and one fwd+bwd of a variant on them, warmed up twice."""
     fn = VARIANTS[name]
     logits, labels = make_inputs(tuple(shape), ignore_frac)
     logits.requires_grad_()
-    cpu = torch.device("cpu")
 
-    def step():
+    def step() -> torch.Tensor:
         logits.grad = None
         loss = fn(logits, labels, eps)
         loss.backward()
@@ -50,37 +52,65 @@ def run_worker(name: str, shape, ignore_frac: float, eps: float, repeats: int) -
 
     for _ in range(2):
         step()
-    logits.grad = None
+    return logits, step
+
+
+def time_variants(names, shape, ignore_frac: float, eps: float, repeats: int) -> list[dict]:
+    """Median fwd+bwd time and loss of each variant, timed in turns in this process."""
+    steps = {name: _step(name, shape, ignore_frac, eps)[1] for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    losses = {}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            losses[name] = step()
+            times[name].append(time.perf_counter() - start)
+    return [
+        {
+            "name": name,
+            "median_ms": statistics.median(times[name]) * 1e3,
+            "loss": losses[name].item(),
+        }
+        for name in names
+    ]
+
+
+def measure_memory(name: str, shape, ignore_frac: float, eps: float) -> dict:
+    """Peak memory above the inputs of one fwd+bwd of one variant (the worst of 3), in MiB."""
+    logits, step = _step(name, shape, ignore_frac, eps)
+    cpu = torch.device("cpu")
     peaks = []
     for _ in range(3):
+        logits.grad = None
         start = reset_peak(cpu)
         step()
         peaks.append(peak_mib(cpu, start))
-        logits.grad = None
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - start)
-    return {
-        "name": name,
-        "median_ms": statistics.median(times) * 1e3,
-        "peak_mib": max(peaks),
-        "loss": loss.item(),
-        "grad_sum_abs": logits.grad.abs().sum().item(),
-    }
+    return {"name": name, "peak_mib": None if None in peaks else max(peaks)}
+
+
+def _run_child(kind: str, names, shape, ignore_frac: float, eps: float, repeats: int) -> list:
+    cmd = [sys.executable, "-m", "segls.cli.bench_loss", "--worker", kind]
+    cmd += ["--shape", *map(str, shape), "--ignore", str(ignore_frac), "--eps", str(eps)]
+    cmd += ["--repeats", str(repeats), "--variants", *names]
+    env = {**os.environ, **LIVE_PEAK_ENV} if kind == "memory" else None
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def run_in_children(names, shape, ignore_frac: float, eps: float, repeats: int) -> list[dict]:
-    """`run_worker` for each variant in `names`, each in a fresh child process."""
-    results = []
+    """Each variant's memory in a child of its own, then all timed in turns in one child."""
+    peaks = {}
     for name in names:
-        cmd = [sys.executable, "-m", "segls.cli.bench_loss", "--worker", name]
-        cmd += ["--shape", *map(str, shape), "--ignore", str(ignore_frac), "--eps", str(eps)]
-        cmd += ["--repeats", str(repeats)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+        peaks.update(
+            (r["name"], r["peak_mib"])
+            for r in _run_child("memory", [name], shape, ignore_frac, eps, repeats)
+        )
+    timed = _run_child("time", names, shape, ignore_frac, eps, repeats)
+    return [{**r, "peak_mib": peaks[r["name"]]} for r in timed]
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    return f"{value / reference:.2f}x" if value is not None and reference else "n/a"
 
 
 def markdown(results: list[dict]) -> str:
@@ -92,8 +122,9 @@ def markdown(results: list[dict]) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
         lines.append(
-            f"| {r['name']} | {r['median_ms']:.1f} | {ref['median_ms'] / r['median_ms']:.2f}x "
-            f"| {r['peak_mib']:.1f} | {r['peak_mib'] / ref['peak_mib']:.2f}x | {r['loss']:.6f} |"
+            f"| {r['name']} | {r['median_ms']:.1f} | {_ratio(ref['median_ms'], r['median_ms'])} "
+            f"| {peak} | {_ratio(r['peak_mib'], ref['peak_mib'])} | {r['loss']:.6f} |"
         )
     return "\n".join(lines)

@@ -3,6 +3,11 @@
 On the CPU the peak is the rise of the peak resident set (VmHWM, reset by writing 5 to
 /proc/self/clear_refs) over the resident set when the window opens: everything the work
 allocated and touched, temporaries included. Linux only; elsewhere the figure is None.
+
+By default glibc keeps freed memory in its heap, so whether a step's temporaries raise the
+resident set depends on what earlier steps left there. A child process started with
+`LIVE_PEAK_ENV` maps every allocation of 64 KiB or more on its own and unmaps it when freed;
+its figure is then the peak of the live allocations.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import gc
 
 import torch
 
-__all__ = ["peak_mib", "release_freed_memory", "reset_peak", "resident_kib"]
+__all__ = ["LIVE_PEAK_ENV", "peak_mib", "release_freed_memory", "reset_peak", "resident_kib"]
+
+LIVE_PEAK_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
 
 
 def release_freed_memory(device: torch.device) -> None:

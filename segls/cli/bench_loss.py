@@ -2,10 +2,9 @@
 
     python tools/bench_loss.py [--shape 4 19 256 512] [--ignore 0.05] [--repeats 15]
 
-Each variant runs in its own child process so that one variant's freed memory cannot hide
-another's peak. Peak memory is the rise of the process's peak resident set (VmHWM, reset
-through /proc/self/clear_refs) over the resident set once the inputs exist; the gradient
-buffer counts. Linux only. The harness is `segls.bench.loss_cpu`.
+The variants are timed in turns in one child process; each one's memory is measured in a
+child of its own, as the peak of the live allocations above the inputs (the gradient buffer
+counts). Linux with glibc only. The harness is `segls.bench.loss_cpu`.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from segls.bench import loss_cpu
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    """Run the variants (each in a child, or this process as one with --worker); print."""
+    """Run the variants in child processes (or, with --worker, be one of them); print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs="+", default=[4, 19, 256, 512])
     parser.add_argument("--ignore", type=float, default=0.05, help="fraction of ignored pixels")
@@ -27,12 +26,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=15)
     variants = list(loss_cpu.VARIANTS)
     parser.add_argument("--variants", nargs="+", default=variants, choices=variants)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["time", "memory"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        result = loss_cpu.run_worker(args.worker, args.shape, args.ignore, args.eps, args.repeats)
-        print(json.dumps(result))
-        return [result]
+        results = _work(args)
+        print(json.dumps(results))
+        return results
     logits_mib = torch.Size(args.shape).numel() * 4 / 2**20
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, logits "
@@ -44,6 +43,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     print(loss_cpu.markdown(results))
     return results
+
+
+def _work(args: argparse.Namespace) -> list[dict]:
+    if args.worker == "time":
+        return loss_cpu.time_variants(
+            args.variants, args.shape, args.ignore, args.eps, args.repeats
+        )
+    return [
+        loss_cpu.measure_memory(name, args.shape, args.ignore, args.eps) for name in args.variants
+    ]
 
 
 def run(argv: list[str] | None = None) -> int:
