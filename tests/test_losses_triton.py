@@ -3,7 +3,8 @@
 Triton reads TRITON_INTERPRET once, when it is first imported, and earlier tests in a session
 may import it (torch.compile does). So the kernel tests run in a child pytest process started
 with TRITON_INTERPRET=1; here they are deselected and test_kernel_tests_pass_under_the_interpreter
-fails when any of them fails. Tests that launch no kernel run here, in the parent.
+fails when any of them fails; the child also runs the triton_child tests of CHILD_TEST_FILES.
+Tests that launch no kernel run here, in the parent.
 """
 
 import os
@@ -27,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 in_child = pytest.mark.triton_child  # deselected outside the child (tests/conftest.py)
 in_parent = pytest.mark.triton_parent
 GRAD_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+# other files whose triton_child tests (the Triton backend's half of their checks) run here too
+CHILD_TEST_FILES = ["test_losses_labels.py"]
 SHAPES = {"nchw": (2, 5, 6, 7), "3d": (2, 4, 3, 4, 5), "2d": (9, 6), "wide": (2, 300, 3, 5)}
 
 
@@ -393,7 +396,8 @@ def test_inside_autocast():
 @in_parent
 def test_kernel_tests_pass_under_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+    files = [__file__, *(str(REPO / "tests" / name) for name in CHILD_TEST_FILES)]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     assert re.search(r"\d+ passed", result.stdout), result.stdout[-2000:]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from segls.losses.checks import raise_bad_labels
+from segls.losses.checks import labelled_mask, raise_bad_labels
 
 
 def _keep_graph() -> bool:
@@ -43,7 +43,7 @@ def forward_with_grad(
     class_shape = (1, num_classes) + (1,) * (logits.dim() - 2)
     lb_delta = lb_pos - lb_neg
 
-    valid_mask = (labels != ignore_index).unsqueeze(1)
+    valid_mask = labelled_mask(labels, ignore_index).unsqueeze(1)
     lb_index = torch.where(valid_mask, labels.unsqueeze(1), 0).long()
     if check_labels and lb_index.numel():
         low, high = torch.aminmax(lb_index)

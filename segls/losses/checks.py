@@ -99,9 +99,28 @@ def check_inputs(logits: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError(f"logits are on {logits.device} but labels on {labels.device}")
 
 
+def labelled_mask(labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """``labels != ignore_index`` as for int64 labels: an index the dtype cannot hold matches none.
+
+    Comparing in the labels' own dtype would wrap the index first (-100 is 156 as uint8).
+    """
+    info = torch.iinfo(labels.dtype)
+    if info.min <= ignore_index <= info.max:
+        return labels != ignore_index
+    return torch.ones_like(labels, dtype=torch.bool)
+
+
+def in_class_range(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(labels >= 0) & (labels < num_classes)``, without wrapping C into a narrow dtype."""
+    in_range = labels >= 0
+    if num_classes <= torch.iinfo(labels.dtype).max:
+        in_range &= labels < num_classes
+    return in_range
+
+
 def raise_bad_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
     """Raise the ValueError naming the labels outside [0, C) that are not ignore_index."""
-    in_use = torch.where(labels == ignore_index, 0, labels.long())
+    in_use = torch.where(labelled_mask(labels, ignore_index), labels.long(), 0)
     values = torch.unique(in_use[(in_use < 0) | (in_use >= num_classes)]).tolist()
     shown = ", ".join(str(v) for v in values[:10]) + (", ..." if len(values) > 10 else "")
     raise ValueError(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segls.losses.checks import check_inputs, raise_bad_labels
+from segls.losses.checks import check_inputs, in_class_range, labelled_mask, raise_bad_labels
 
 
 def lovasz_softmax(
@@ -37,8 +37,8 @@ def lovasz_softmax(
     check_inputs(logits, labels)
     num_classes = logits.shape[1]
     labels = labels.reshape(-1)
-    valid = labels != ignore_index
-    in_range = (labels >= 0) & (labels < num_classes)
+    valid = labelled_mask(labels, ignore_index)
+    in_range = in_class_range(labels, num_classes)
     if check_labels and bool((valid & ~in_range).any()):
         raise_bad_labels(labels, num_classes, ignore_index)
     valid = valid & in_range

@@ -1,0 +1,98 @@
+"""Any integer label dtype gives the result of the same values as int64 (torch and Triton).
+
+An ``ignore_index`` that the labels' dtype cannot hold matches no pixel: compared in the narrow
+dtype it would wrap (-100 is 156 as uint8, 255 is -1 as int8) and silently drop a class.
+Golden values: the same labels as int64, and F.cross_entropy on them.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segls.losses import label_smooth_softmax_ce, lovasz_softmax
+
+BACKENDS = [
+    pytest.param("torch", marks=pytest.mark.triton_parent),
+    pytest.param("triton", marks=pytest.mark.triton_child),
+]
+
+
+def wrapped(value: int, dtype: torch.dtype) -> int:
+    """What ``value`` becomes in ``dtype`` (two's complement wrap-around)."""
+    info = torch.iinfo(dtype)
+    return (value - info.min) % (info.max - info.min + 1) + info.min
+
+
+def make_case(dtype, num_classes, ignore_index, seed=0):
+    """Logits and int64 labels in [0, C); a quarter of the pixels hold ignore_index as ``dtype``
+    stores it (the index itself when it fits, else the class it wraps to)."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, num_classes, 4, 5, generator=gen) * 3
+    labels = torch.randint(0, num_classes, (2, 4, 5), generator=gen)
+    labels[torch.rand(labels.shape, generator=gen) < 0.25] = wrapped(ignore_index, dtype)
+    return logits, labels
+
+
+CASES = [
+    pytest.param(torch.uint8, 200, 255, id="uint8-255-fits"),
+    pytest.param(torch.uint8, 200, -100, id="uint8-minus100-wraps-to-156"),
+    pytest.param(torch.uint8, 200, 256 + 3, id="uint8-259-wraps-to-3"),
+    pytest.param(torch.int8, 120, 125, id="int8-125-fits"),
+    pytest.param(torch.int8, 120, -100, id="int8-minus100-fits"),
+    pytest.param(torch.int8, 120, 256 + 3, id="int8-259-wraps-to-3"),
+    pytest.param(torch.int16, 120, 255, id="int16-255-fits"),
+    pytest.param(torch.int16, 120, 2**16 + 3, id="int16-65539-wraps-to-3"),
+    pytest.param(torch.int32, 120, -100, id="int32-minus100-fits"),
+    pytest.param(torch.int32, 120, 2**32 + 3, id="int32-2**32+3-wraps-to-3"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("check_labels", [True, False])
+@pytest.mark.parametrize(("dtype", "num_classes", "ignore_index"), CASES)
+def test_narrow_labels_equal_int64_and_pytorch(
+    backend, check_labels, dtype, num_classes, ignore_index
+):
+    logits, labels = make_case(dtype, num_classes, ignore_index)
+    results = {}
+    for name, these in [("narrow", labels.to(dtype)), ("int64", labels)]:
+        x = logits.clone().requires_grad_()
+        loss = label_smooth_softmax_ce(
+            x, these, 0.1, ignore_index=ignore_index, reduction="none",
+            check_labels=check_labels, backend=backend,
+        )  # fmt: skip
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        results[name] = loss, grad
+    torch.testing.assert_close(results["narrow"], results["int64"], rtol=0, atol=0)
+    expected = F.cross_entropy(
+        logits.double(), labels, ignore_index=ignore_index, label_smoothing=0.1, reduction="none"
+    )
+    torch.testing.assert_close(results["narrow"][0].double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_uint8_class_156_counts_when_ignore_index_is_minus_100(backend):
+    logits, labels = make_case(torch.uint8, 200, -100, seed=1)
+    assert (labels == 156).any()
+    got = label_smooth_softmax_ce(
+        logits, labels.to(torch.uint8), 0.1, ignore_index=-100, backend=backend
+    )
+    expected = F.cross_entropy(logits.double(), labels, ignore_index=-100, label_smoothing=0.1)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_int8_minus_one_is_a_bad_label_when_ignore_index_is_255(backend):
+    labels = torch.zeros(2, 4, 4, dtype=torch.int8)
+    labels[0, 0, :2] = -1
+    with pytest.raises(ValueError, match="labels contain -1 but C = 19"):
+        label_smooth_softmax_ce(torch.randn(2, 19, 4, 4), labels, backend=backend)
+    with pytest.raises(ValueError, match="labels contain -1 but C = 19"):
+        label_smooth_softmax_ce(torch.randn(2, 19, 4, 4), labels.long(), backend=backend)
+
+
+@pytest.mark.triton_parent
+def test_lovasz_narrow_labels_equal_int64():
+    logits, labels = make_case(torch.uint8, 200, -100)
+    narrow = lovasz_softmax(logits, labels.to(torch.uint8), ignore_index=-100)
+    torch.testing.assert_close(narrow, lovasz_softmax(logits, labels, ignore_index=-100))
