@@ -96,3 +96,27 @@ def test_lovasz_narrow_labels_equal_int64():
     logits, labels = make_case(torch.uint8, 200, -100)
     narrow = lovasz_softmax(logits, labels.to(torch.uint8), ignore_index=-100)
     torch.testing.assert_close(narrow, lovasz_softmax(logits, labels, ignore_index=-100))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8], ids=["int64", "int8"])
+def test_unchecked_out_of_range_labels_count_as_ignored(backend, dtype):
+    logits, labels = make_case(torch.int64, 19, 255)
+    labels.view(-1)[:4] = torch.tensor([19, 100, -1, -7])
+    x = logits.clone().requires_grad_()
+    got = label_smooth_softmax_ce(
+        x, labels.to(dtype), 0.1, reduction="sum", check_labels=False, backend=backend
+    )
+    (grad,) = torch.autograd.grad(got, x)
+    reference_in = logits.double().requires_grad_()
+    in_range = (labels >= 0) & (labels < 19)
+    expected = F.cross_entropy(
+        reference_in,
+        torch.where(in_range, labels, 255),
+        ignore_index=255,
+        label_smoothing=0.1,
+        reduction="sum",
+    )
+    expected.backward()
+    torch.testing.assert_close(got.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.double(), reference_in.grad, rtol=0, atol=1e-6)

@@ -1,21 +1,25 @@
 """Torch backend: the gradient is computed during the forward pass and saved alone.
 
 Per valid pixel with label y, the target is c_k = w_k * (lb_neg + (lb_pos - lb_neg) * [k == y])
-(w = 1 without class weights), so with p = softmax(x) and lse = logsumexp(x):
+(w = 1 without class weights), so with s = x - max(x), p = softmax(x) and se = sum_k exp(s_k):
 
-    loss = sum_k c_k * lse - sum_k c_k * x_k
-    dloss/dx_k = (sum_k c_k) * p_k - c_k
+    loss = sum_k c_k * (log se - s_k)
+         = sum(c) * log se - (lb_pos - lb_neg) * w_y * s_y - lb_neg * sum_k w_k s_k
+    dloss/dx_k = sum(c) * p_k - c_k
 
-The forward writes that gradient (already scaled by the reduction) into the one full-size
-buffer it needs for exp(x - max) anyway. Backward is a scale by ``grad_output``, done in place
-when autograd is about to free the graph, so fwd+bwd holds a single logits-sized buffer.
+Every term of the loss is >= 0 (s <= 0), so float32 adds them without cancellation. The
+forward writes the gradient (already scaled by the reduction) into the one full-size buffer
+it needs for exp(s) anyway. Per-pixel maps are made as late and freed as early as the maths
+allows, so that no more than about two of them live next to that buffer. Backward is a scale
+by ``grad_output``, done in place when autograd is about to free the graph, so fwd+bwd holds
+a single logits-sized buffer.
 """
 
 from __future__ import annotations
 
 import torch
 
-from segls.losses.checks import labelled_mask, raise_bad_labels
+from segls.losses.checks import class_index
 
 
 def _keep_graph() -> bool:
@@ -40,59 +44,140 @@ def forward_with_grad(
     """Loss (float32, or float64 for float64 logits) and, if asked, its gradient in logits' dtype."""
     num_classes = logits.shape[1]
     compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    class_shape = (1, num_classes) + (1,) * (logits.dim() - 2)
-    lb_delta = lb_pos - lb_neg
-
-    valid_mask = labelled_mask(labels, ignore_index).unsqueeze(1)
-    lb_index = torch.where(valid_mask, labels.unsqueeze(1), 0).long()
-    if check_labels and lb_index.numel():
-        low, high = torch.aminmax(lb_index)
-        if int(low) < 0 or int(high) >= num_classes:
-            raise_bad_labels(labels, num_classes, ignore_index)
-    valid = valid_mask.to(compute_dtype)
-    if weight is None:
-        weight_y = valid
-        sum_c = valid * (lb_pos + (num_classes - 1) * lb_neg)
-        sum_wx = logits.sum(1, keepdim=True, dtype=compute_dtype) if lb_neg else None
-    else:
-        weight = weight.to(compute_dtype)
-        weight_y = weight[lb_index] * valid
-        sum_c = valid * (lb_neg * weight.sum()) + lb_delta * weight_y
-        sum_wx = None
-        if lb_neg:
-            # Before the exp buffer exists, so the temporary does not raise the peak.
-            sum_wx = (logits.to(compute_dtype) * weight.view(class_shape)).sum(1, keepdim=True)
-    logit_y = logits.gather(1, lb_index).to(compute_dtype)
-
+    labels = labels.unsqueeze(1)
+    index, ignored = class_index(labels, num_classes, ignore_index, check_labels)
     max_logit = logits.amax(1, keepdim=True).to(compute_dtype)
-    buf = torch.empty_like(logits, dtype=compute_dtype)
-    torch.sub(logits, max_logit, out=buf).exp_()
-    sum_exp = buf.sum(1, keepdim=True)
-    lse = max_logit + sum_exp.log()
+    loss_map = logits.gather(1, index).to(compute_dtype).sub_(max_logit)  # s_y
+    targets = Targets(ignored, weight, index, lb_pos, lb_neg, reduction, compute_dtype)
+    del index
+    if targets.weight_y is not None:
+        loss_map.mul_(targets.weight_y)
+    loss_map.mul_(-targets.lb_delta)
 
-    sum_cx = lb_delta * weight_y * logit_y
-    if sum_wx is not None:
-        sum_cx = sum_cx + lb_neg * valid * sum_wx
-    loss_map = torch.where(valid_mask, sum_c * lse - sum_cx, 0.0)
+    buf = torch.empty_like(logits, dtype=compute_dtype)
+    torch.sub(logits, max_logit, out=buf)
+    if targets.class_weight is None:
+        del max_logit
+    if lb_neg:  # - lb_neg * sum_k w_k s_k
+        if targets.class_weight is not None:
+            buf.mul_(targets.class_weight.view(targets.class_shape(buf)))
+        loss_map.add_(buf.sum(1, keepdim=True), alpha=-lb_neg)
+        if targets.class_weight is not None:
+            torch.sub(logits, max_logit, out=buf)
+    max_logit = None
+    loss_map.masked_fill_(ignored, 0.0)
+    if reduction != "none":
+        loss_map = sum_float64(loss_map)
+    buf.exp_()
+    loss = add_log_sum_exp(loss_map, buf, targets, need_grad)
 
     if reduction == "mean":
-        denom = weight_y.sum()
-        scale = torch.where(denom > 0, 1.0 / denom, 0.0)
-        loss = loss_map.sum() * scale
-    else:
-        scale = 1.0
-        loss = loss_map.sum() if reduction == "sum" else loss_map.squeeze(1)
-
+        loss = torch.where(targets.has_weight, loss / targets.safe_denom, 0.0)
+    loss = loss.squeeze(1) if reduction == "none" else loss.to(compute_dtype)
     if not need_grad:
         return loss, None
-    buf.mul_(sum_c * scale / sum_exp)
-    buf.scatter_add_(1, lb_index, -(lb_delta * weight_y) * scale)
-    if lb_neg and weight is None:
-        buf.sub_(valid * scale, alpha=lb_neg)
-    elif lb_neg:
-        buf.addcmul_(valid * scale, weight.view(class_shape), value=-lb_neg)
+    targets.subtract_label_term(buf, labels)
     grad = buf if buf.dtype == logits.dtype else buf.to(logits.dtype)
     return loss, grad
+
+
+def sum_float64(values: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """The sum of all elements accumulated in float64, without a float64 copy of them all.
+
+    float32 sums of blocks of ``block`` elements, added in float64: a float32 sum of all the
+    per-pixel terms would lose about an ulp of the total.
+    """
+    flat = values.reshape(-1)
+    whole = flat.numel() - flat.numel() % block
+    partials = flat[:whole].view(-1, block).sum(1)
+    return partials.sum(dtype=torch.float64) + flat[whole:].sum(dtype=torch.float64)
+
+
+class Targets:
+    """The smoothed targets c_k = w_k (lb_neg + lb_delta [k == y]) and the reduction's scale."""
+
+    def __init__(
+        self,
+        ignored: torch.Tensor,
+        weight: torch.Tensor | None,
+        index: torch.Tensor,
+        lb_pos: float,
+        lb_neg: float,
+        reduction: str,
+        dtype: torch.dtype,
+    ) -> None:
+        self.ignored, self.lb_neg, self.lb_delta = ignored, lb_neg, lb_pos - lb_neg
+        self.class_weight = None if weight is None else weight.to(dtype)
+        self.weight_y = None
+        if self.class_weight is None:
+            denom = (ignored.numel() - torch.count_nonzero(ignored)).double()
+        else:
+            self.weight_y = self.class_weight[index].masked_fill_(ignored, 0.0)
+            denom = sum_float64(self.weight_y)
+        self.has_weight = denom > 0
+        self.safe_denom = torch.where(self.has_weight, denom, 1.0)
+        scale = torch.where(self.has_weight, 1.0 / self.safe_denom, 0.0).to(dtype)
+        self.scale = scale if reduction == "mean" else torch.ones_like(scale)  # of the gradient
+
+    @staticmethod
+    def class_shape(buf: torch.Tensor) -> tuple[int, ...]:
+        return (1, buf.shape[1]) + (1,) * (buf.dim() - 2)
+
+    def sum_c(self, num_classes: int) -> float | torch.Tensor:
+        """sum_k c_k per pixel: a number without class weights (times the valid mask)."""
+        if self.class_weight is None:
+            return self.lb_delta + num_classes * self.lb_neg
+        sum_c = torch.where(self.ignored, 0.0, self.lb_neg * self.class_weight.sum())
+        return sum_c.add_(self.weight_y, alpha=self.lb_delta)
+
+    def subtract_label_term(self, buf: torch.Tensor, labels: torch.Tensor) -> None:
+        """buf_y -= scale * lb_delta * w_y; with unit weights through a zero-size source."""
+        index = torch.where(self.ignored, 0, labels).long()
+        if self.weight_y is None:
+            step = self.scale * -self.lb_delta
+            buf.scatter_add_(1, index, step.expand(index.shape))
+            buf.narrow(1, 0, 1).masked_fill_(self.ignored, 0.0)  # index 0 stood for them
+        else:
+            buf.scatter_add_(1, index, self.weight_y.mul_(self.scale * -self.lb_delta))
+            self.weight_y = None
+
+
+def add_log_sum_exp(
+    loss: torch.Tensor, buf: torch.Tensor, targets: Targets, need_grad: bool
+) -> torch.Tensor:
+    """``loss`` + sum(c) * log(se); with need_grad, make buf = exp(s) the gradient.
+
+    That is scale * (sum(c) * p - c) except the label's own term, left to subtract_label_term.
+    ``loss`` is the per-pixel map (updated in place) or a float64 scalar.
+    """
+    ignored, scale = targets.ignored, targets.scale
+    sum_exp = buf.sum(1, keepdim=True)
+    sum_c = targets.sum_c(buf.shape[1])
+    if isinstance(sum_c, float):
+        coef = torch.reciprocal(sum_exp).masked_fill_(ignored, 0.0) if need_grad else None
+        log_term = sum_exp.log_().masked_fill_(ignored, 0.0)
+    else:
+        log_term = torch.log(sum_exp).mul_(sum_c).masked_fill_(ignored, 0.0)
+        coef = sum_c.div_(sum_exp) if need_grad else None
+        sum_c = 1.0
+    if loss.dim():
+        loss.add_(log_term, alpha=sum_c)
+    else:
+        loss = loss + sum_float64(log_term) * sum_c
+    del sum_exp, log_term
+    if coef is None:
+        return loss
+    coef.mul_(scale * sum_c)
+    if not targets.lb_neg:
+        buf.mul_(coef)
+        return loss
+    neg_grad = torch.where(ignored, 0.0, scale * -targets.lb_neg)
+    if targets.class_weight is None:
+        torch.addcmul(neg_grad, buf, coef, out=buf)
+    else:
+        buf.mul_(coef)
+        buf.addcmul_(neg_grad, targets.class_weight.view(targets.class_shape(buf)))
+    return loss
 
 
 def scale_saved_grad(grad: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:

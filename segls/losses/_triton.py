@@ -290,12 +290,12 @@ def forward_with_grad(
         raise_bad_labels(labels, logits.shape[1], ignore_index)
     if reduction == "none":
         return loss_map, grad, None
-    loss = partials[0].sum()
+    loss = partials[0].sum(dtype=torch.float64)  # the programs' float32 sums, added in float64
     if reduction == "sum":
-        return loss, grad, None
-    denom = partials[1].sum()
+        return loss.float(), grad, None
+    denom = partials[1].sum(dtype=torch.float64)
     scale = torch.where(denom > 0, 1.0 / denom, 0.0)
-    return loss * scale, grad, scale
+    return (loss * scale).float(), grad, scale.float()
 
 
 class TritonLabelSmoothCEFunction(torch.autograd.Function):

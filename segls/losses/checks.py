@@ -118,6 +118,25 @@ def in_class_range(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return in_range
 
 
+def class_index(
+    labels: torch.Tensor, num_classes: int, ignore_index: int, check_labels: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labels as an int64 class index (0 where ignored) and the mask of ignored pixels.
+
+    Labels outside [0, C) other than ignore_index raise raise_bad_labels' ValueError (one
+    min/max reduction, a host sync on GPU) or, with ``check_labels=False``, are ignored too.
+    """
+    valid = labelled_mask(labels, ignore_index)
+    if not check_labels:
+        valid &= in_class_range(labels, num_classes)
+    index = torch.where(valid, labels, 0)
+    if check_labels and index.numel():
+        low, high = torch.aminmax(index)
+        if int(low) < 0 or int(high) >= num_classes:
+            raise_bad_labels(labels, num_classes, ignore_index)
+    return index.long(), valid.logical_not_()
+
+
 def raise_bad_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
     """Raise the ValueError naming the labels outside [0, C) that are not ignore_index."""
     in_use = torch.where(labelled_mask(labels, ignore_index), labels.long(), 0)

@@ -31,20 +31,22 @@ def label_smooth_softmax_ce(
     With ``lb_smooth`` = ε (default 0.1) the target is (1 − ε) on the label class plus ε/C on
     every class, equal to ``F.cross_entropy(..., label_smoothing=ε)``; with ``lb_pos``/``lb_neg``
     it is lb_pos on the label class and lb_neg elsewhere. Pixels equal to ``ignore_index`` add
-    nothing. ``'mean'`` divides by the number of valid pixels (with ``weight``: by the sum of
-    their label-class weights) and returns 0 with a zero gradient when there is none, where
-    PyTorch returns NaN. The loss is float32 (float64 for float64 logits); the gradient has the
-    logits' dtype. ``check_labels`` costs one min/max reduction (a host sync on GPU).
+    nothing; labels of any integer dtype give the result of the same values as int64 (an
+    ``ignore_index`` the dtype cannot hold matches no pixel). ``'mean'`` divides by the number
+    of valid pixels (with ``weight``: by the sum of their label-class weights) and returns 0
+    with a zero gradient when there is none, where PyTorch returns NaN. The loss is float32
+    (float64 for float64 logits); the gradient has the logits' dtype. ``check_labels`` raises
+    for labels outside [0, C) at one min/max reduction (a host sync on GPU); with
+    ``check_labels=False`` such labels count as ignored, never a device-side assert.
 
     ``backend='auto'`` takes the fused Triton kernel for CUDA logits when triton is installed
     (not float64, not under torch.compile), else torch. On the Triton backend
-    ``check_labels=True`` costs one host sync (reading the kernel's bad-label flag); with
-    ``check_labels=False`` nothing syncs and labels outside [0, C) count as ignored, never a
-    device-side assert. ``inplace=True`` (Triton only; torch ignores it) writes the gradient into
-    the logits' memory instead of a new buffer: their values are gone after the forward (also
-    when ``check_labels`` then raises), so use it only when nothing else needs the logits (the
-    write is visible to autograd: a graph node that saved them raises at backward). float64
-    logits always take the torch backend.
+    ``check_labels=True`` costs one host sync (reading the kernel's bad-label flag) and
+    ``check_labels=False`` none. ``inplace=True`` (Triton only; torch ignores it) writes the
+    gradient into the logits' memory instead of a new buffer: their values are gone after the
+    forward (also when ``check_labels`` then raises), so use it only when nothing else needs
+    the logits (the write is visible to autograd: a graph node that saved them raises at
+    backward). float64 logits always take the torch backend.
     """
     check_inputs(logits, labels)
     num_classes = logits.shape[1]
