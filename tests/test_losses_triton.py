@@ -29,7 +29,7 @@ in_child = pytest.mark.triton_child  # deselected outside the child (tests/conft
 in_parent = pytest.mark.triton_parent
 GRAD_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 # other files whose triton_child tests (the Triton backend's half of their checks) run here too
-CHILD_TEST_FILES = ["test_losses_labels.py", "test_losses_accuracy.py"]
+CHILD_TEST_FILES = ["test_losses_labels.py", "test_losses_accuracy.py", "test_losses_autograd.py"]
 SHAPES = {"nchw": (2, 5, 6, 7), "3d": (2, 4, 3, 4, 5), "2d": (9, 6), "wide": (2, 300, 3, 5)}
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from segls.losses._composite import differentiable_grad, is_batched, remember_logits
 from segls.losses.checks import class_index
 
 
@@ -183,9 +184,12 @@ def add_log_sum_exp(
 def scale_saved_grad(grad: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
     """``grad * factor`` for backward (None: factor 1), in place when autograd frees the graph.
 
-    A graph that is kept (retain_graph, create_graph, torch.compile) gets a new tensor with
-    the saved gradient's strides, so a second backward sees the saved gradient unchanged.
+    A graph that is kept (retain_graph, torch.compile) gets a new tensor with the saved
+    gradient's strides, so a second backward sees the saved gradient unchanged; a batched
+    factor (``is_grads_batched``) gets a plain product.
     """
+    if factor is not None and is_batched(factor):
+        return grad * factor
     if not _keep_graph():
         return grad if factor is None else grad.mul_(factor)
     if factor is None:
@@ -194,7 +198,7 @@ def scale_saved_grad(grad: torch.Tensor, factor: torch.Tensor | None) -> torch.T
 
 
 class LabelSmoothCEFunction(torch.autograd.Function):
-    """Autograd wrapper: saves only the forward-computed gradient."""
+    """Autograd wrapper: saves the forward-computed gradient, the labels and a weak logits ref."""
 
     @staticmethod
     def forward(ctx, logits, labels, lb_pos, lb_neg, weight, ignore_index, reduction, check_labels):
@@ -212,14 +216,23 @@ class LabelSmoothCEFunction(torch.autograd.Function):
             )
         ctx.reduction = reduction
         if grad is not None:
-            ctx.save_for_backward(grad)
+            ctx.save_for_backward(grad, labels)
+            remember_logits(ctx, logits, (lb_pos, lb_neg, weight, ignore_index, reduction))
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
-        if ctx.reduction == "none":
-            grad_output = grad_output.unsqueeze(1)
-        elif grad_output.device.type == "cpu" and grad_output.item() == 1.0:
-            grad_output = None
-        return scale_saved_grad(grad, grad_output), None, None, None, None, None, None, None
+        grad, labels = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
+            grad = differentiable_grad(ctx, labels, grad_output)
+        elif ctx.reduction == "none":
+            grad = scale_saved_grad(grad, grad_output.unsqueeze(1))
+        else:
+            grad = scale_saved_grad(grad, None if _is_one(grad_output) else grad_output)
+        return grad, None, None, None, None, None, None, None
+
+
+def _is_one(grad_output: torch.Tensor) -> bool:
+    """Whether a scalar upstream gradient is 1, found without a device sync."""
+    cheap = grad_output.device.type == "cpu" and not is_batched(grad_output)
+    return cheap and grad_output.item() == 1.0

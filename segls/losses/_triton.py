@@ -27,6 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
+from segls.losses._composite import differentiable_grad, remember_logits
 from segls.losses._torch import scale_saved_grad
 from segls.losses.checks import raise_bad_labels
 
@@ -299,7 +300,7 @@ def forward_with_grad(
 
 
 class TritonLabelSmoothCEFunction(torch.autograd.Function):
-    """Autograd wrapper: saves the forward-computed gradient and the 'mean' scale."""
+    """Autograd wrapper: saves the forward-computed gradient, the 'mean' scale and the labels."""
 
     @staticmethod
     def forward(
@@ -321,23 +322,29 @@ class TritonLabelSmoothCEFunction(torch.autograd.Function):
             )
         ctx.reduction = reduction
         if grad is not None:
-            if grad is logits and not logits.is_inference():
+            overwritten = grad is logits
+            if overwritten and not logits.is_inference():
                 # Autograd now sees the write: a graph node that saved the logits raises.
                 torch.autograd.graph.increment_version(logits)
                 grad = logits.detach()
-            ctx.save_for_backward(grad, scale)
+            ctx.save_for_backward(grad, scale, labels)
+            loss_args = (lb_pos, lb_neg, weight, ignore_index, reduction)
+            remember_logits(ctx, None if overwritten else logits, loss_args)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        grad, scale = ctx.saved_tensors
+        grad, scale, labels = ctx.saved_tensors
+        nones = (None,) * 8
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
+            return differentiable_grad(ctx, labels, grad_output), *nones
         if ctx.reduction == "none":
             factor = grad_output.unsqueeze(1)
         elif scale is not None:
             factor = grad_output * scale
         else:
             factor = grad_output
-        return scale_saved_grad(grad, factor), None, None, None, None, None, None, None, None
+        return scale_saved_grad(grad, factor), *nones
 
 
 def label_smooth_ce(

@@ -9,6 +9,7 @@ from functools import cache
 import torch
 
 from segls.losses import _torch
+from segls.losses._composite import composite_loss, transforms_active
 from segls.losses.checks import BACKENDS, REDUCTIONS, check_inputs, check_weight, resolve_targets
 
 
@@ -39,6 +40,12 @@ def label_smooth_softmax_ce(
     for labels outside [0, C) at one min/max reduction (a host sync on GPU); with
     ``check_labels=False`` such labels count as ignored, never a device-side assert.
 
+    Backward, double backward, forward-mode AD, torch.func transforms (vmap, grad, jvp) and
+    batched gradients (``is_grads_batched``) all work. Under forward AD or a torch.func
+    transform the loss is computed from ordinary torch ops (``_composite``); a differentiable
+    backward (``create_graph=True``) recomputes it from the logits, which something must still
+    refer to at that point.
+
     ``backend='auto'`` takes the fused Triton kernel for CUDA logits when triton is installed
     (not float64, not under torch.compile), else torch. On the Triton backend
     ``check_labels=True`` costs one host sync (reading the kernel's bad-label flag) and
@@ -46,7 +53,8 @@ def label_smooth_softmax_ce(
     gradient into the logits' memory instead of a new buffer: their values are gone after the
     forward (also when ``check_labels`` then raises), so use it only when nothing else needs
     the logits (the write is visible to autograd: a graph node that saved them raises at
-    backward). float64 logits always take the torch backend.
+    backward; a differentiable backward then raises too). float64 logits always take the
+    torch backend.
     """
     check_inputs(logits, labels)
     num_classes = logits.shape[1]
@@ -58,6 +66,10 @@ def label_smooth_softmax_ce(
     weight = check_weight(weight, num_classes)
     if weight is not None:
         weight = weight.to(logits.device)
+    if transforms_active(logits):
+        return composite_loss(
+            logits, labels, lb_pos, lb_neg, weight, int(ignore_index), reduction, check_labels
+        )
     if backend == "auto":
         use_triton = logits.is_cuda and _triton_installed() and not torch.compiler.is_compiling()
         backend = "triton" if use_triton and logits.dtype != torch.float64 else "torch"
