@@ -162,6 +162,19 @@ def test_all_ignored_mean_is_zero_with_zero_grad_where_pytorch_gives_nan():
     assert torch.count_nonzero(logits.grad) == 0
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_zero_weight_on_every_label_gives_zero_like_all_ignored(eps):
+    logits = torch.randn(2, 4, 3, 3, requires_grad=True)
+    labels = torch.randint(0, 2, (2, 3, 3))
+    weight = torch.tensor([0.0, 0.0, 1.0, 2.0])  # classes 0 and 1, the only labels, weigh 0
+    pytorchs = F.cross_entropy(logits, labels, weight=weight, label_smoothing=eps)
+    assert torch.isnan(pytorchs)
+    loss = label_smooth_softmax_ce(logits, labels, eps, weight=weight)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(logits.grad) == 0
+
+
 def test_empty_batch_gives_zero():
     logits = torch.randn(0, 3, 4, 4, requires_grad=True)
     loss = label_smooth_softmax_ce(logits, torch.zeros(0, 4, 4, dtype=torch.long))

@@ -109,6 +109,16 @@ def test_weight_negative_or_nan():
         LabelSmoothSoftmaxCE(weight=[1.0, float("nan")])
 
 
+def test_weight_that_requires_grad():
+    weight = torch.ones(19, requires_grad=True)
+    with pytest.raises(ValueError, match="weight must not require grad"):
+        label_smooth_softmax_ce(LOGITS, labels_with(1), weight=weight)
+    with pytest.raises(RuntimeError, match="not differentiable with respect to argument 'weight'"):
+        torch.nn.functional.cross_entropy(LOGITS, labels_with(1), weight=weight)
+    with torch.no_grad():
+        label_smooth_softmax_ce(LOGITS, labels_with(1), weight=weight)
+
+
 def test_reduction_and_backend_names():
     with pytest.raises(ValueError, match="reduction must be one of .* got 'avg'"):
         label_smooth_softmax_ce(LOGITS, labels_with(1), reduction="avg")

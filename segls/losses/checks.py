@@ -57,6 +57,11 @@ def check_weight(
             f"weight must have one entry per class: expected shape ({num_classes},), "
             f"got {tuple(weight.shape)}"
         )
+    if weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "weight must not require grad: class weights are constants of the loss, which "
+            "gives no gradient for them (F.cross_entropy refuses them too); pass weight.detach()"
+        )
     if not weight.is_floating_point():
         weight = weight.float()
     if weight.device.type == "cpu":
