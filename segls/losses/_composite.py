@@ -85,8 +85,14 @@ def remember_logits(ctx, logits: torch.Tensor | None, loss_args: tuple) -> None:
     ctx.loss_args = loss_args
 
 
-def differentiable_grad(ctx, labels: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
-    """The gradient w.r.t. the logits through ``composite_loss``, for autograd to differentiate."""
+def differentiable_grad(
+    ctx, labels: torch.Tensor, grad_output: torch.Tensor, loss_fn=composite_loss
+) -> torch.Tensor:
+    """The gradient w.r.t. the logits through ``loss_fn``, for autograd to differentiate.
+
+    ``loss_fn`` takes composite_loss's arguments; a variant that resamples the logits first
+    passes one that does so before calling composite_loss.
+    """
     logits = None if ctx.logits_ref is None else ctx.logits_ref()
     if logits is None:
         raise RuntimeError(
@@ -101,7 +107,7 @@ def differentiable_grad(ctx, labels: torch.Tensor, grad_output: torch.Tensor) ->
             "differentiable backward (create_graph=True) cannot recompute the loss from them"
         )
     with torch.enable_grad(), torch.autocast(logits.device.type, enabled=False):
-        loss = composite_loss(logits, labels, *ctx.loss_args, check_labels=False)
+        loss = loss_fn(logits, labels, *ctx.loss_args, check_labels=False)
     (grad,) = torch.autograd.grad(loss, logits, grad_output, create_graph=True)
     return grad
 
