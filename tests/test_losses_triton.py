@@ -3,12 +3,11 @@
 Triton reads TRITON_INTERPRET once, when it is first imported, and earlier tests in a session
 may import it (torch.compile does). So the kernel tests run in a child pytest process started
 with TRITON_INTERPRET=1; here they are deselected and test_kernel_tests_pass_under_the_interpreter
-fails when any of them fails; the child also runs the triton_child tests of CHILD_TEST_FILES.
-Tests that launch no kernel run here, in the parent.
+fails when any of them fails; the child runs the triton_child tests of every test file
+(tests/triton_helpers.py). Tests that launch no kernel run here, in the parent.
 """
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from triton_helpers import assert_kernel_tests_pass, child_test_files
 
 from segls.losses import LabelSmoothSoftmaxCE, label_smooth_softmax_ce
 
@@ -28,8 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 in_child = pytest.mark.triton_child  # deselected outside the child (tests/conftest.py)
 in_parent = pytest.mark.triton_parent
 GRAD_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-# other files whose triton_child tests (the Triton backend's half of their checks) run here too
-CHILD_TEST_FILES = ["test_losses_labels.py", "test_losses_accuracy.py", "test_losses_autograd.py"]
 SHAPES = {"nchw": (2, 5, 6, 7), "3d": (2, 4, 3, 4, 5), "2d": (9, 6), "wide": (2, 300, 3, 5)}
 
 
@@ -395,12 +393,8 @@ def test_inside_autocast():
 
 @in_parent
 def test_kernel_tests_pass_under_the_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    files = [__file__, *(str(REPO / "tests" / name) for name in CHILD_TEST_FILES)]
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
-    assert re.search(r"\d+ passed", result.stdout), result.stdout[-2000:]
+    assert Path(__file__) in child_test_files()
+    assert_kernel_tests_pass()
 
 
 @in_parent
@@ -447,10 +441,7 @@ def test_merge_pixel_dims():
 )
 def test_kernel_compiles_for_sm90(monkeypatch, shape, dtype, layout, weighted, reduction, index64):
     """The interpreter is lenient; the real compiler (to a cubin; no GPU needed) is not."""
-    import triton
-    from triton.backends.compiler import BaseBackend, GPUTarget
-    from triton.compiler import ASTSource
-    from triton.runtime.jit import native_specialize_impl
+    from triton_helpers import compile_for_sm90
 
     from segls.losses import _triton
 
@@ -463,24 +454,7 @@ def test_kernel_compiles_for_sm90(monkeypatch, shape, dtype, layout, weighted, r
     _, args, meta = _triton.kernel_arguments(
         logits, labels, weight, 0.9, 0.01, IGNORE, torch.empty_like(logits), loss_map
     )
-    num_warps = meta.pop("num_warps")
-    kernel = _triton._label_smooth_ce_kernel
-    names = [param.name for param in kernel.params]
-    signature, constants, attrs = {}, {}, {}
-    for index, (name, value) in enumerate(zip(names, args + list(meta.values()), strict=True)):
-        if name in meta:
-            signature[name], constants[(index,)] = "constexpr", value
-            continue
-        kind, key = native_specialize_impl(BaseBackend, value, False, True, True)
-        signature[name] = kind
-        if kind == "constexpr":
-            constants[(index,)] = value
-        elif key == "D":
-            attrs[(index,)] = [["tt.divisibility", 16]]
-    source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
-    compiled = triton.compile(
-        source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps}
-    )
+    compiled = compile_for_sm90(_triton._label_smooth_ce_kernel, args, meta)
     assert compiled.asm["cubin"]
     assert "ld.global" in compiled.asm["ptx"] and "st.global" in compiled.asm["ptx"]
 
