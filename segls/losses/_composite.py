@@ -114,6 +114,8 @@ def differentiable_grad(
 
 def _unwrapped(tensor: torch.Tensor) -> torch.Tensor:
     """The plain tensor under torch.func wrappers (a vmapped batch becomes an ordinary dim)."""
+    if torch.compiler.is_compiling():  # dynamo cannot trace the functorch query
+        return tensor
     functorch = torch._C._functorch
     while functorch.is_functorch_wrapped_tensor(tensor):
         tensor = functorch.get_unwrapped(tensor)

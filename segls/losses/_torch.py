@@ -228,11 +228,11 @@ class LabelSmoothCEFunction(torch.autograd.Function):
         elif ctx.reduction == "none":
             grad = scale_saved_grad(grad, grad_output.unsqueeze(1))
         else:
-            grad = scale_saved_grad(grad, None if _is_one(grad_output) else grad_output)
+            grad = scale_saved_grad(grad, None if is_one(grad_output) else grad_output)
         return grad, None, None, None, None, None, None, None
 
 
-def _is_one(grad_output: torch.Tensor) -> bool:
+def is_one(grad_output: torch.Tensor) -> bool:
     """Whether a scalar upstream gradient is 1, found without a device sync."""
     cheap = grad_output.device.type == "cpu" and not is_batched(grad_output)
     return cheap and grad_output.item() == 1.0

@@ -359,12 +359,7 @@ def label_smooth_ce(
     inplace: bool,
 ) -> torch.Tensor:
     """The loss through the Triton kernel; arguments already checked by ``functional``."""
-    if not (logits.is_cuda or (INTERPRETED and logits.device.type == "cpu")):
-        raise ValueError(
-            f"backend='triton' needs CUDA tensors; got logits on {logits.device}. Use "
-            "backend='torch' or 'auto' here (to test the kernel on CPU, set TRITON_INTERPRET=1 "
-            "before triton is first imported)"
-        )
+    check_device(logits)
     if inplace and any(
         s == 0 and n > 1 for s, n in zip(logits.stride(), logits.shape, strict=True)
     ):
@@ -376,3 +371,13 @@ def label_smooth_ce(
     return TritonLabelSmoothCEFunction.apply(
         logits, labels, lb_pos, lb_neg, weight, ignore_index, reduction, check_labels, inplace
     )
+
+
+def check_device(logits: torch.Tensor) -> None:
+    """The Triton kernels take CUDA tensors, or CPU tensors under Triton's interpreter."""
+    if not (logits.is_cuda or (INTERPRETED and logits.device.type == "cpu")):
+        raise ValueError(
+            f"backend='triton' needs CUDA tensors; got logits on {logits.device}. Use "
+            "backend='torch' or 'auto' here (to test the kernel on CPU, set TRITON_INTERPRET=1 "
+            "before triton is first imported)"
+        )

@@ -8,7 +8,7 @@ from functools import cache
 
 import torch
 
-from segls.losses import _torch
+from segls.losses import _torch, _upsample
 from segls.losses._composite import composite_loss, transforms_active
 from segls.losses.checks import BACKENDS, REDUCTIONS, check_inputs, check_weight, resolve_targets
 
@@ -26,6 +26,8 @@ def label_smooth_softmax_ce(
     check_labels: bool = True,
     backend: str = "auto",
     inplace: bool = False,
+    upsample: str | None = None,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Label-smoothing softmax cross-entropy over dim 1 of (N, C, d1, ..., dk) logits.
 
@@ -55,8 +57,17 @@ def label_smooth_softmax_ce(
     the logits (the write is visible to autograd: a graph node that saved them raises at
     backward; a differentiable backward then raises too). float64 logits always take the
     torch backend.
+
+    ``upsample='bilinear'`` takes (N, C, h, w) logits and (N, H, W) labels with H >= h, W >= w
+    and equals the loss of ``F.interpolate(logits, size=(H, W), mode='bilinear',
+    align_corners=align_corners)`` without forming it: full-resolution logits exist one band
+    of rows at a time (torch) or one pixel block at a time (Triton). Under forward AD, a
+    torch.func transform or torch.compile it is that composite, interpolation included.
     """
-    check_inputs(logits, labels)
+    if upsample is None:
+        check_inputs(logits, labels)
+    else:
+        _upsample.check_upsample_inputs(logits, labels, upsample, align_corners, inplace)
     num_classes = logits.shape[1]
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
@@ -66,32 +77,28 @@ def label_smooth_softmax_ce(
     weight = check_weight(weight, num_classes)
     if weight is not None:
         weight = weight.to(logits.device)
+    args = (lb_pos, lb_neg, weight, int(ignore_index), reduction, check_labels)
+    use_triton = _use_triton(backend, logits)
+    if upsample is not None:
+        return _upsample.label_smooth_ce(logits, labels, *args, align_corners, use_triton)
     if transforms_active(logits):
-        return composite_loss(
-            logits, labels, lb_pos, lb_neg, weight, int(ignore_index), reduction, check_labels
-        )
-    if backend == "auto":
-        use_triton = logits.is_cuda and _triton_installed() and not torch.compiler.is_compiling()
-        backend = "triton" if use_triton and logits.dtype != torch.float64 else "torch"
-    if backend == "triton" and logits.dtype != torch.float64:
-        if not _triton_installed():
-            raise ImportError("backend='triton' needs the triton package: pip install triton")
+        return composite_loss(logits, labels, *args)
+    if use_triton:
         from segls.losses import _triton
 
-        return _triton.label_smooth_ce(
-            logits,
-            labels,
-            lb_pos,
-            lb_neg,
-            weight,
-            int(ignore_index),
-            reduction,
-            check_labels,
-            inplace,
-        )
-    return _torch.LabelSmoothCEFunction.apply(
-        logits, labels, lb_pos, lb_neg, weight, int(ignore_index), reduction, check_labels
-    )
+        return _triton.label_smooth_ce(logits, labels, *args, inplace)
+    return _torch.LabelSmoothCEFunction.apply(logits, labels, *args)
+
+
+def _use_triton(backend: str, logits: torch.Tensor) -> bool:
+    """Whether the backend asked for (auto, torch, triton) is the Triton kernel for these logits."""
+    if logits.dtype == torch.float64 or backend == "torch":
+        return False
+    if backend == "auto":
+        return logits.is_cuda and _triton_installed() and not torch.compiler.is_compiling()
+    if not _triton_installed():
+        raise ImportError("backend='triton' needs the triton package: pip install triton")
+    return True
 
 
 @cache

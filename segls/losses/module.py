@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from segls.losses._upsample import check_upsample_options
 from segls.losses.checks import (
     BACKENDS,
     DEFAULT_LB_SMOOTH,
@@ -37,6 +38,8 @@ class LabelSmoothSoftmaxCE(nn.Module):
         check_labels: bool = True,
         backend: str = "auto",
         inplace: bool = False,
+        upsample: str | None = None,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         if reduction not in REDUCTIONS:
@@ -45,6 +48,7 @@ class LabelSmoothSoftmaxCE(nn.Module):
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
         num_classes = None if weight is None else len(weight)
         resolve_targets(num_classes or 2, lb_smooth, lb_pos, lb_neg)
+        check_upsample_options(upsample, align_corners, inplace)
         self.lb_smooth = lb_smooth
         self.lb_pos = lb_pos
         self.lb_neg = lb_neg
@@ -53,10 +57,15 @@ class LabelSmoothSoftmaxCE(nn.Module):
         self.check_labels = check_labels
         self.backend = backend
         self.inplace = inplace
+        self.upsample = upsample
+        self.align_corners = align_corners
         self.register_buffer("weight", check_weight(weight, num_classes), persistent=False)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Loss of (N, C, d1..dk) logits against (N, d1..dk) integer labels."""
+        """Loss of (N, C, d1..dk) logits against (N, d1..dk) integer labels.
+
+        With ``upsample='bilinear'``: (N, C, h, w) logits against (N, H, W) labels.
+        """
         return label_smooth_softmax_ce(
             logits,
             labels,
@@ -69,6 +78,8 @@ class LabelSmoothSoftmaxCE(nn.Module):
             check_labels=self.check_labels,
             backend=self.backend,
             inplace=self.inplace,
+            upsample=self.upsample,
+            align_corners=self.align_corners,
         )
 
     def extra_repr(self) -> str:
@@ -77,4 +88,7 @@ class LabelSmoothSoftmaxCE(nn.Module):
         else:
             lb_smooth = DEFAULT_LB_SMOOTH if self.lb_smooth is None else self.lb_smooth
             form = f"lb_smooth={lb_smooth}"
-        return f"{form}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+        text = f"{form}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+        if self.upsample is not None:
+            text += f", upsample={self.upsample!r}, align_corners={self.align_corners}"
+        return text
