@@ -328,3 +328,18 @@ def test_under_torch_compile():
         rtol=1e-6,
         grad_tol=1e-5,
     )
+
+
+def test_narrow_label_dtypes_compare_as_integers():
+    """uint8 labels and ignore_index=-100: class 156 of 200 counts, as it does in int64."""
+    logits, labels = make_case((1, 200, 2, 3), (4, 6), ignore_frac=0.0)
+    labels[0, 0, :2] = 156
+    assert_value_and_grad(
+        lambda x: label_smooth_softmax_ce(
+            x, labels.to(torch.uint8), 0.1, ignore_index=-100, upsample="bilinear"
+        ),
+        lambda x: F.cross_entropy(
+            interpolate(x, labels.shape[-2:], False), labels, ignore_index=-100, label_smoothing=0.1
+        ),
+        logits,
+    )
