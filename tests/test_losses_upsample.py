@@ -5,6 +5,8 @@ Golden values come from ``F.interpolate(..., mode='bilinear')`` followed by ``F.
 computed here in float64.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -328,6 +330,20 @@ def test_under_torch_compile():
         rtol=1e-6,
         grad_tol=1e-5,
     )
+
+
+def test_readme_example_runs_offline():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("the upsampling fused into the loss", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # our own README, not user input
+    labels = namespace["labels"]
+    assert namespace["logits"].shape == (2, 19, 32, 32)
+    assert namespace["full"].shape == (2, 19, *labels.shape[-2:])
+    expected = composite(namespace["logits"].detach().double(), labels, True, label_smoothing=0.1)
+    assert namespace["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert set(namespace["losses"]) == {"loss_ce"}
 
 
 def test_narrow_label_dtypes_compare_as_integers():

@@ -10,18 +10,18 @@ Linux with glibc only.
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import subprocess
-import sys
-import time
-
 import torch
 import torch.nn.functional as F
 
-from segls.bench.losses import IGNORE, make_inputs, one_hot_dense
-from segls.bench.memory import LIVE_PEAK_ENV, peak_mib, reset_peak
+from segls.bench.losses import (
+    IGNORE,
+    fwd_bwd,
+    make_inputs,
+    one_hot_dense,
+    run_child,
+    time_in_turns,
+)
+from segls.bench.memory import peak_of
 from segls.losses import label_smooth_softmax_ce
 
 __all__ = ["VARIANTS", "markdown", "measure_memory", "run_in_children", "time_variants"]
@@ -38,74 +38,39 @@ VARIANTS = {
 }
 
 
-def _step(name: str, shape, ignore_frac: float, eps: float):
-    """Fresh logits and one fwd+bwd of a variant on them, warmed up twice."""
-    fn = VARIANTS[name]
+def _warm_step(name: str, shape, ignore_frac: float, eps: float):
+    """One fwd+bwd of a variant on fresh inputs, run twice to warm up."""
     logits, labels = make_inputs(tuple(shape), ignore_frac)
-    logits.requires_grad_()
-
-    def step() -> torch.Tensor:
-        logits.grad = None
-        loss = fn(logits, labels, eps)
-        loss.backward()
-        return loss
-
+    step = fwd_bwd(lambda x, y: VARIANTS[name](x, y, eps), logits, labels)
     for _ in range(2):
         step()
-    return logits, step
+    return step
 
 
 def time_variants(names, shape, ignore_frac: float, eps: float, repeats: int) -> list[dict]:
     """Median fwd+bwd time and loss of each variant, timed in turns in this process."""
-    steps = {name: _step(name, shape, ignore_frac, eps)[1] for name in names}
-    times: dict[str, list[float]] = {name: [] for name in names}
-    losses = {}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            losses[name] = step()
-            times[name].append(time.perf_counter() - start)
-    return [
-        {
-            "name": name,
-            "median_ms": statistics.median(times[name]) * 1e3,
-            "loss": losses[name].item(),
-        }
-        for name in names
-    ]
+    steps = {name: _warm_step(name, shape, ignore_frac, eps) for name in names}
+    return time_in_turns(steps, repeats)
 
 
 def measure_memory(name: str, shape, ignore_frac: float, eps: float) -> dict:
     """Peak memory above the inputs of one fwd+bwd of one variant (the worst of 3), in MiB."""
-    logits, step = _step(name, shape, ignore_frac, eps)
-    cpu = torch.device("cpu")
-    peaks = []
-    for _ in range(3):
-        logits.grad = None
-        start = reset_peak(cpu)
-        step()
-        peaks.append(peak_mib(cpu, start))
+    step = _warm_step(name, shape, ignore_frac, eps)
+    peaks = [peak_of(step, torch.device("cpu")) for _ in range(3)]
     return {"name": name, "peak_mib": None if None in peaks else max(peaks)}
-
-
-def _run_child(kind: str, names, shape, ignore_frac: float, eps: float, repeats: int) -> list:
-    cmd = [sys.executable, "-m", "segls.cli.bench_loss", "--worker", kind]
-    cmd += ["--shape", *map(str, shape), "--ignore", str(ignore_frac), "--eps", str(eps)]
-    cmd += ["--repeats", str(repeats), "--variants", *names]
-    env = {**os.environ, **LIVE_PEAK_ENV} if kind == "memory" else None
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def run_in_children(names, shape, ignore_frac: float, eps: float, repeats: int) -> list[dict]:
     """Each variant's memory in a child of its own, then all timed in turns in one child."""
+    args = ["--shape", *map(str, shape), "--ignore", str(ignore_frac), "--eps", str(eps)]
+    args += ["--repeats", str(repeats)]
     peaks = {}
     for name in names:
-        peaks.update(
-            (r["name"], r["peak_mib"])
-            for r in _run_child("memory", [name], shape, ignore_frac, eps, repeats)
+        (result,) = run_child(
+            "segls.cli.bench_loss", ["--worker", "memory", *args, "--variants", name], True
         )
-    timed = _run_child("time", names, shape, ignore_frac, eps, repeats)
+        peaks[name] = result["peak_mib"]
+    timed = run_child("segls.cli.bench_loss", ["--worker", "time", *args, "--variants", *names])
     return [{**r, "peak_mib": peaks[r["name"]]} for r in timed]
 
 

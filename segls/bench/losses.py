@@ -1,10 +1,21 @@
-"""What the loss benchmarks share: random inputs and the dense formulation segls replaces."""
+"""What the loss benchmarks share: random inputs, the dense formulation segls replaces, and
+fwd+bwd steps timed in turns in a child process."""
 
 from __future__ import annotations
 
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
 import torch
 
-__all__ = ["IGNORE", "make_inputs", "one_hot_dense"]
+from segls.bench.memory import LIVE_PEAK_ENV
+
+__all__ = ["IGNORE", "fwd_bwd", "make_inputs", "one_hot_dense", "run_child", "time_in_turns"]
 
 IGNORE = 255
 
@@ -16,16 +27,18 @@ def make_inputs(
     layout: str = "contiguous",
     device: torch.device | str = "cpu",
     seed: int = 0,
+    label_size: tuple[int, ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random logits (N(0, 9), `dtype`, contiguous or channels_last) and int64 labels.
 
-    A fraction `ignore_frac` of the labels, drawn at random, is `IGNORE`.
+    A fraction `ignore_frac` of the labels, drawn at random, is `IGNORE`. The labels have the
+    logits' spatial size, or `label_size`.
     """
     generator = torch.Generator(device=device).manual_seed(seed)
     logits = torch.randn(shape, generator=generator, device=device).mul_(3).to(dtype)
     if layout == "channels_last":
         logits = logits.contiguous(memory_format=torch.channels_last)
-    label_shape = (shape[0], *shape[2:])
+    label_shape = (shape[0], *(shape[2:] if label_size is None else label_size))
     labels = torch.randint(0, shape[1], label_shape, generator=generator, device=device)
     labels[torch.rand(label_shape, generator=generator, device=device) < ignore_frac] = IGNORE
     return logits, labels
@@ -41,3 +54,64 @@ def one_hot_dense(logits: torch.Tensor, labels: torch.Tensor, eps: float) -> tor
     per_pixel = -(torch.log_softmax(logits, 1) * target).sum(1)
     per_pixel = per_pixel.masked_fill(ignored, 0.0)
     return per_pixel.sum() / (~ignored).sum()
+
+
+def fwd_bwd(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+) -> Callable[[], torch.Tensor]:
+    """One step: the loss of (logits, labels) and its backward, the device synchronised.
+
+    The gradient is dropped at the end, so that only the inputs are live between steps.
+    """
+    logits.requires_grad_()
+
+    def step() -> torch.Tensor:
+        loss = loss_fn(logits, labels)
+        loss.backward()
+        if logits.is_cuda:
+            torch.cuda.synchronize(logits.device)
+        logits.grad = None
+        return loss.detach()
+
+    return step
+
+
+def time_in_turns(steps: dict[str, Callable[[], torch.Tensor]], repeats: int) -> list[dict]:
+    """Median and fastest milliseconds and the loss of each step, run in turns `repeats` times.
+
+    In turns, load from other processes slows every step alike, so ratios stay meaningful on
+    a busy machine.
+    """
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    losses = {}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            losses[name] = step()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return [
+        {
+            "name": name,
+            "median_ms": statistics.median(times[name]),
+            "min_ms": min(times[name]),
+            "loss": losses[name].item(),
+        }
+        for name in steps
+    ]
+
+
+def run_child(module: str, args: list[str], live_peak: bool = False) -> list | dict:
+    """Run ``python -m module args`` and return the JSON its last output line holds.
+
+    ``live_peak`` starts it with `segls.bench.memory.LIVE_PEAK_ENV`. A failed child raises a
+    RuntimeError with the last line of its error output.
+    """
+    env = {**os.environ, **LIVE_PEAK_ENV} if live_peak else None
+    command = [sys.executable, "-m", module, *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise RuntimeError(f"{module} {' '.join(args[:3])} failed: {last}")
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -14,10 +14,18 @@ from __future__ import annotations
 
 import ctypes
 import gc
+from collections.abc import Callable
 
 import torch
 
-__all__ = ["LIVE_PEAK_ENV", "peak_mib", "release_freed_memory", "reset_peak", "resident_kib"]
+__all__ = [
+    "LIVE_PEAK_ENV",
+    "peak_mib",
+    "peak_of",
+    "release_freed_memory",
+    "reset_peak",
+    "resident_kib",
+]
 
 LIVE_PEAK_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
 
@@ -66,3 +74,13 @@ def peak_mib(device: torch.device, start_kib: int | None) -> float | None:
     if start_kib is None or resident is None:
         return None
     return max(resident[1] - start_kib, 0) / 1024
+
+
+def peak_of(work: Callable[[], object], device: torch.device) -> float | None:
+    """Peak memory of one call of ``work`` above what is live before it, in MiB."""
+    release_freed_memory(device)
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    start = reset_peak(device)
+    work()
+    peak = peak_mib(device, start)
+    return None if peak is None else peak - before / 2**20
