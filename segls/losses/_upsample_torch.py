@@ -6,8 +6,9 @@ kept, which is exact), then each output row is w0·row[i0] + w1·row[i1]. The pe
 ``_torch.forward_with_grad`` gives the band's loss and gradient, which goes back through the
 adjoint of the interpolation: a (rows × band) matrix product, then PyTorch's own bilinear
 backward along the width, added into the low-resolution gradient. Bands run in a fixed order,
-so the sums are deterministic on the CPU. Peak memory above the inputs is the low-resolution
-gradient plus about two band-sized buffers.
+so the sums are deterministic on the CPU (on CUDA PyTorch's bilinear backward adds with
+atomics; the Triton backend does not). Peak memory above the inputs is the low-resolution
+gradient plus about three band-sized buffers: the band, the loss's one buffer, temporaries.
 
 With a scalar loss the gradient is formed during the forward pass, so backward only scales
 it. With ``reduction='none'`` the upstream gradient weights each pixel before the adjoint, so
