@@ -1,8 +1,9 @@
 """Any integer label dtype gives the result of the same values as int64 (torch and Triton).
 
 An ``ignore_index`` that the labels' dtype cannot hold matches no pixel: compared in the narrow
-dtype it would wrap (-100 is 156 as uint8, 255 is -1 as int8) and silently drop a class.
-Golden values: the same labels as int64, and F.cross_entropy on them.
+dtype it would wrap (-100 is 156 as uint8, 255 is -1 as int8) and silently drop a class. The
+rule holds with ``upsample='bilinear'`` too. Golden values: the same labels as int64, and
+F.cross_entropy on them (after F.interpolate when upsampling).
 """
 
 import pytest
@@ -117,6 +118,66 @@ def test_unchecked_out_of_range_labels_count_as_ignored(backend, dtype):
         label_smoothing=0.1,
         reduction="sum",
     )
+    expected.backward()
+    torch.testing.assert_close(got.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.double(), reference_in.grad, rtol=0, atol=1e-6)
+
+
+def interpolated_cross_entropy(logits, labels, ignore_index, reduction="mean", **options):
+    """F.interpolate to the labels' size, then F.cross_entropy: the upsampling loss's reference."""
+    full = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(
+        full, labels, ignore_index=ignore_index, label_smoothing=0.1, reduction=reduction,
+        **options,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("dtype", "num_classes", "ignore_index"), [CASES[1], CASES[3], CASES[9]])
+def test_narrow_labels_with_upsampling_equal_int64_and_pytorch(
+    backend, dtype, num_classes, ignore_index
+):
+    logits, labels = make_case(dtype, num_classes, ignore_index)
+    logits = logits[:, :, ::2, ::2]  # 2×3 logits, 4×5 labels
+    results = {}
+    for name, these in [("narrow", labels.to(dtype)), ("int64", labels)]:
+        x = logits.clone().requires_grad_()
+        loss = label_smooth_softmax_ce(
+            x, these, 0.1, ignore_index=ignore_index, backend=backend, upsample="bilinear"
+        )
+        results[name] = loss, *torch.autograd.grad(loss, x)
+    torch.testing.assert_close(results["narrow"], results["int64"], rtol=0, atol=0)
+    reference_in = logits.double().requires_grad_()
+    expected = interpolated_cross_entropy(reference_in, labels, ignore_index)
+    expected.backward()
+    torch.testing.assert_close(results["narrow"][0].double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results["narrow"][1].double(), reference_in.grad, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_int8_minus_one_is_a_bad_label_with_upsampling_too(backend):
+    labels = torch.zeros(2, 8, 8, dtype=torch.int8)
+    labels[0, 0, :2] = -1
+    with pytest.raises(ValueError, match="labels contain -1 but C = 19"):
+        label_smooth_softmax_ce(
+            torch.randn(2, 19, 4, 4), labels, backend=backend, upsample="bilinear"
+        )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8], ids=["int64", "uint8"])
+def test_unchecked_out_of_range_labels_count_as_ignored_with_upsampling(backend, dtype):
+    """Also in the mean's denominator: the loss divides by the pixels that count."""
+    logits, labels = make_case(torch.int64, 19, 255)
+    labels.view(-1)[:4] = torch.tensor([19, 100, 200, 254])
+    x = logits[:, :, ::2, ::2].clone().requires_grad_()
+    got = label_smooth_softmax_ce(
+        x, labels.to(dtype), 0.1, check_labels=False, backend=backend, upsample="bilinear"
+    )
+    (grad,) = torch.autograd.grad(got, x)
+    reference_in = x.detach().double().requires_grad_()
+    in_range = torch.where(labels < 19, labels, 255)
+    expected = interpolated_cross_entropy(reference_in, in_range, 255)
     expected.backward()
     torch.testing.assert_close(got.double(), expected.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad.double(), reference_in.grad, rtol=0, atol=1e-6)

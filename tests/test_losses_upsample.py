@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -262,25 +261,6 @@ def test_inside_autocast_and_module():
     assert torch.isfinite(conv.weight.grad).all()
 
 
-def test_autograd_transforms_take_the_composite_route(monkeypatch):
-    """Double backward, forward AD and torch.func go through F.interpolate + the plain loss."""
-    logits, labels = make_case((2, 3, 3, 4), (7, 9))
-    x = logits.requires_grad_()
-    (grad,) = torch.autograd.grad(
-        label_smooth_softmax_ce(x, labels, 0.1, upsample="bilinear"), x, create_graph=True
-    )
-    (expected,) = torch.autograd.grad(composite(x, labels, False, label_smoothing=0.1), x)
-    torch.testing.assert_close(grad, expected)
-    calls = []
-    monkeypatch.setattr(
-        _upsample, "upsampled_loss", lambda *args, **kw: calls.append(args) or args[0].sum()
-    )
-    with fwAD.dual_level():
-        label_smooth_softmax_ce(fwAD.make_dual(x, torch.ones_like(x)), labels, upsample="bilinear")
-    torch.func.vmap(lambda y: label_smooth_softmax_ce(y, labels, upsample="bilinear"))(x[None])
-    assert len(calls) == 2
-
-
 @pytest.mark.parametrize(
     ("logits", "labels", "options", "error", "message"),
     [
@@ -344,18 +324,3 @@ def test_readme_example_runs_offline():
     expected = composite(namespace["logits"].detach().double(), labels, True, label_smoothing=0.1)
     assert namespace["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert set(namespace["losses"]) == {"loss_ce"}
-
-
-def test_narrow_label_dtypes_compare_as_integers():
-    """uint8 labels and ignore_index=-100: class 156 of 200 counts, as it does in int64."""
-    logits, labels = make_case((1, 200, 2, 3), (4, 6), ignore_frac=0.0)
-    labels[0, 0, :2] = 156
-    assert_value_and_grad(
-        lambda x: label_smooth_softmax_ce(
-            x, labels.to(torch.uint8), 0.1, ignore_index=-100, upsample="bilinear"
-        ),
-        lambda x: F.cross_entropy(
-            interpolate(x, labels.shape[-2:], False), labels, ignore_index=-100, label_smoothing=0.1
-        ),
-        logits,
-    )
