@@ -14,6 +14,8 @@ def test_cpu_benchmark_reports_time_and_the_peak_of_live_memory(capsys):
     assert "| segls |" in capsys.readouterr().out
     peaks = {r["name"]: r["peak_mib"] for r in results}
     logits_mib = 2 * 19 * 96 * 96 * 4 / 2**20
-    # the gradient alone is one logits-sized buffer; PyTorch keeps more than that beside it
-    assert logits_mib <= peaks["segls"] < peaks["F.cross_entropy"]
+    # The gradient alone is one logits-sized buffer; PyTorch keeps more than that beside it.
+    # 0.9x: on a loaded machine a few pages of the process's other memory (about 40 KiB seen)
+    # can leave the resident set during the step, which this small case would notice.
+    assert 0.9 * logits_mib <= peaks["segls"] < peaks["F.cross_entropy"]
     assert all(r["median_ms"] > 0 and r["loss"] > 0 for r in results)
