@@ -422,17 +422,18 @@ def test_nonfinite_steps_are_skipped_counted_and_leave_the_model_as_it_was(
 
 
 @pytest.mark.parametrize("torch_has_get_total_norm", [True, False])
-def test_nonfinite_looks_at_the_loss_and_every_gradient(monkeypatch, torch_has_get_total_norm):
+def test_nonfinite_flag_looks_at_the_loss_and_every_gradient(monkeypatch, torch_has_get_total_norm):
     if not torch_has_get_total_norm:  # torch < 2.6
         monkeypatch.delattr(torch.nn.utils, "get_total_norm", raising=False)
     weights = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))]
     optimizer = torch.optim.SGD(weights, lr=0.1)
     weights[0].grad, weights[1].grad = torch.ones(3), torch.ones(2)
-    assert not faults.nonfinite(torch.tensor(1.0), optimizer)
-    assert faults.nonfinite(torch.tensor(float("inf")), optimizer)
+    assert not faults.nonfinite_flag(torch.tensor(1.0), optimizer)
+    assert faults.nonfinite_flag(torch.tensor(float("inf")), optimizer)
     weights[1].grad[1] = float("nan")
-    assert faults.nonfinite(torch.tensor(1.0), optimizer)
-    assert faults.nonfinite(torch.tensor(1.0), optimizer, grad_norm=torch.tensor(float("inf")))
+    assert faults.nonfinite_flag(torch.tensor(1.0), optimizer)
+    infinite_norm = torch.tensor(float("inf"))
+    assert faults.nonfinite_flag(torch.tensor(1.0), optimizer, grad_norm=infinite_norm)
 
 
 def test_fp16_scaler_skips_a_nan_step_and_the_batchnorm_statistics_stay():

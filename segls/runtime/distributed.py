@@ -24,15 +24,14 @@ from segls.metrics.streaming import collective_device
 
 __all__ = [
     "Context",
+    "all_reduce_max",
     "all_reduce_sum",
-    "any_rank",
     "barrier",
     "broadcast_buffers",
     "cleanup",
     "convert_sync_bn",
     "is_distributed",
     "is_main",
-    "max_across",
     "progress",
     "rank",
     "setup",
@@ -187,21 +186,16 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return summed.tolist()
 
 
-def max_across(value: int) -> int:
-    """The largest of every rank's `value`."""
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`'s element-wise maximum over all ranks (`tensor` itself in one process).
+
+    One collective and no read: the caller reads the result when it needs it.
+    """
     if not is_distributed():
-        return value
-    tensor = torch.tensor([value], dtype=torch.int64, device=collective_device())
+        return tensor
+    tensor = tensor.to(collective_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return int(tensor.item())
-
-
-def any_rank(flag: torch.Tensor) -> bool:
-    """Whether a boolean tensor (one element) is true on any rank; one host sync."""
-    if is_distributed():
-        flag = flag.to(device=collective_device(), dtype=torch.int32).reshape(1)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+    return tensor
 
 
 def convert_sync_bn(model: nn.Module, enabled: bool, context: Context) -> nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,14 @@ def build_objective(cfg: Config, criterion: LabelSmoothSoftmaxCE) -> nn.Module:
     """What training minimises: the criterion, plus ``loss.lovasz_weight`` × Lovász-softmax.
 
     Evaluation reports the criterion alone, so validation losses stay comparable across runs.
+    Training's labels were checked as their masks were read (`segls.data.LabelMapper`), so
+    the objective does not check them again: on CUDA that costs a host sync every step.
     """
+    unchecked = copy.copy(criterion)
+    unchecked.check_labels = False
     if cfg.loss.lovasz_weight > 0:
-        return PlusLovasz(criterion, cfg.loss.lovasz_weight, cfg.data.ignore_index)
-    return criterion
+        return PlusLovasz(unchecked, cfg.loss.lovasz_weight, cfg.data.ignore_index)
+    return unchecked
 
 
 @dataclass

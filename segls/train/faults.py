@@ -7,8 +7,12 @@
   iteration and the last finite loss. `check_finite_weights` keeps non-finite weights from
   ever overwriting a checkpoint.
 - `StopSignals` turns SIGTERM and the first Ctrl-C (SIGINT) into a request that the training
-  loop answers at the end of the iteration: it writes latest.pth, then raises
+  loop answers at the end of the iteration that sees it: it writes latest.pth, then raises
   `TrainingInterrupted`. A second Ctrl-C interrupts at once.
+- `agree` is the one host sync of a training iteration: whether any rank's step was
+  non-finite (`nonfinite_flag`, or with float16 the gradient scaler's own overflow check,
+  `overflow_flag`) and whether any rank was asked to stop travel in one small tensor,
+  reduced with one collective under DDP and read once.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ __all__ = [
     "NonFiniteGuard",
     "StopSignals",
     "TrainingInterrupted",
+    "agree",
     "check_finite_weights",
     "interrupt",
-    "nonfinite",
+    "nonfinite_flag",
+    "overflow_flag",
     "restore_buffers",
     "snapshot_buffers",
 ]
@@ -54,10 +60,10 @@ class TrainingInterrupted(Exception):
         super().__init__(f"stopped by {name} after iter {iteration}: {where}")
 
 
-def nonfinite(
+def nonfinite_flag(
     loss: torch.Tensor, optimizer: torch.optim.Optimizer, grad_norm: torch.Tensor | None = None
-) -> bool:
-    """Whether the loss or any gradient holds inf/NaN, on any rank (one host sync).
+) -> torch.Tensor:
+    """Whether the loss or any gradient holds inf/NaN, as a boolean tensor (no host sync).
 
     `grad_norm` (the total norm, e.g. from clipping) is used when given; it is non-finite
     exactly when a gradient is (or when the norm itself overflows, which is as bad).
@@ -65,8 +71,31 @@ def nonfinite(
     if grad_norm is None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
         grad_norm = _total_norm([grad.detach() for grad in grads if grad is not None])
-    bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm.to(loss.device)))
-    return distributed.any_rank(bad)
+    return ~(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm.to(loss.device)))
+
+
+def overflow_flag(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """Whether `scaler.unscale_(optimizer)` found inf/NaN gradients, as a tensor (no host sync).
+
+    This is the flag `GradScaler.step` would read (one sync of its own) and `update` lowers
+    the scale by; torch keeps it per device in ``GradScaler._found_inf_per_device``.
+    """
+    found = list(scaler._found_inf_per_device(optimizer).values())
+    device = found[0].device
+    return torch.stack([flag.to(device, non_blocking=True) for flag in found]).sum() > 0
+
+
+def agree(bad: torch.Tensor, signum: int) -> tuple[bool, int]:
+    """(whether `bad` is true on any rank, the stop signal any rank received or 0): one sync.
+
+    `bad` is a one-element flag on the training device and `signum` this process's pending
+    stop signal (`StopSignals.requested`); both travel in one tensor, reduced with one
+    collective under DDP and read once.
+    """
+    pending = torch.full((), signum, dtype=torch.int64, device=bad.device)
+    flags = torch.stack([bad.reshape(()).to(torch.int64), pending])
+    skipped, stop = distributed.all_reduce_max(flags).tolist()
+    return bool(skipped), int(stop)
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -165,7 +194,8 @@ class NonFiniteGuard:
 class StopSignals:
     """Context manager: SIGTERM and the first SIGINT ask training to stop after this iteration.
 
-    `requested` tells the loop (agreed by all ranks, so they stop together). The previous
+    `requested` tells the loop, which agrees it with the other ranks (`agree`), so that they
+    all stop after the same iteration. The previous
     handlers come back on exit. Outside the main thread no handler can be set, and the
     signals keep their usual effect.
     """
@@ -200,8 +230,8 @@ class StopSignals:
         self.uninstall()
 
     def requested(self) -> int:
-        """The signal that asked to stop (on any rank), or 0; a collective with several ranks."""
-        return distributed.max_across(self.signum)
+        """The signal that asked this process to stop, or 0 (`agree` tells the other ranks)."""
+        return self.signum
 
 
 def interrupt(

@@ -32,7 +32,7 @@ from segls.runtime import distributed, progress
 from segls.train import checkpoint, faults
 from segls.train.build import Run, build_run, describe
 from segls.train.logger import TrainWindow
-from segls.train.optim import learning_rate, set_lr
+from segls.train.optim import learning_rate, set_lr, update_ema
 
 __all__ = ["train", "train_one_iter"]
 
@@ -82,7 +82,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = 
                 to_save.append(latest)
             if to_save:
                 checkpoint.save(run, iteration, to_save)
-            signum = run.stop.requested()
+            signum = step["stop"]
             if signum:
                 if latest not in to_save:
                     checkpoint.save(run, iteration, [latest])
@@ -110,10 +110,10 @@ def _step(run: Run, iteration: int) -> dict:
     labels = labels.to(run.device, non_blocking=True)
     step = train_one_iter(
         run.train_model, run.objective, images, labels, run.optimizer, run.scaler,
-        run.amp_dtype, run.cfg.optimizer.grad_clip,
+        run.amp_dtype, run.cfg.optimizer.grad_clip, run.stop,
     )  # fmt: skip
     if run.ema is not None:
-        run.ema.update_parameters(run.model)
+        update_ema(run.ema, run.model)
     return {**step, "lr": lr, "batch_size": images.shape[0]}
 
 
@@ -126,15 +126,17 @@ def train_one_iter(
     scaler: torch.amp.GradScaler,
     amp_dtype: torch.dtype | None = None,
     grad_clip: float | None = None,
+    stop_signals: faults.StopSignals | None = None,
 ) -> dict:
-    """One optimizer step on a batch; returns the loss (a tensor), grad norm and whether skipped.
+    """One optimizer step on a batch: the loss (a tensor), grad norm, whether skipped, stop.
 
-    With float16 the `scaler` scales the loss; a step whose gradients overflowed is skipped
-    by the scaler, which then lowers its scale, so ``skipped`` is read from that decrease.
-    Otherwise a step whose loss or gradients hold inf/NaN on any rank is skipped
-    (`segls.train.faults.nonfinite`). A skipped step leaves the model as it was, BatchNorm
-    statistics included. Gradients are unscaled before clipping so `grad_clip` is a norm of
-    the true gradients.
+    A step whose loss or gradients hold inf/NaN on any rank is skipped
+    (`segls.train.faults.nonfinite_flag`); with float16 one whose gradients overflowed, by
+    the `scaler`'s own check, after which ``scaler.update`` lowers the scale. A skipped step
+    leaves the model as it was, BatchNorm statistics included. Gradients are unscaled before
+    clipping so `grad_clip` is a norm of the true gradients. Whether to skip and ``stop``
+    (the signal that asked this process, through `stop_signals`, or any other rank to stop;
+    0 for none) are agreed in the step's only host sync (`segls.train.faults.agree`).
     """
     model.train()
     buffers = faults.snapshot_buffers(model)
@@ -143,23 +145,22 @@ def train_one_iter(
     loss = criterion(logits, labels)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # nothing to do without float16
     grad_norm = None
     if grad_clip is not None:
-        scaler.unscale_(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     if scaler.is_enabled():
-        scale_before = scaler.get_scale()
-        scaler.step(optimizer)
-        scaler.update()
-        skipped = scaler.get_scale() < scale_before
+        bad = faults.overflow_flag(scaler, optimizer)
     else:
-        skipped = faults.nonfinite(loss, optimizer, grad_norm)
-        if not skipped:
-            optimizer.step()
+        bad = faults.nonfinite_flag(loss, optimizer, grad_norm)
+    skipped, signum = faults.agree(bad, stop_signals.requested() if stop_signals else 0)
+    if not skipped:
+        optimizer.step()  # what scaler.step does after its own read of the flag
+    scaler.update()
     if skipped:
         faults.restore_buffers(model, buffers)
-    return {"loss": loss.detach(), "grad_norm": grad_norm, "skipped": skipped}
+    return {"loss": loss.detach(), "grad_norm": grad_norm, "skipped": skipped, "stop": signum}
 
 
 def _log_progress(run: Run, iteration: int, window: TrainWindow, step: dict, clock: float) -> float:

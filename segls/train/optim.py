@@ -11,7 +11,14 @@ from torch import nn
 
 from segls.config import OptimizerConfig, ScheduleConfig
 
-__all__ = ["build_ema", "build_optimizer", "learning_rate", "poly_warmup_factor", "set_lr"]
+__all__ = [
+    "build_ema",
+    "build_optimizer",
+    "learning_rate",
+    "poly_warmup_factor",
+    "set_lr",
+    "update_ema",
+]
 
 
 def build_optimizer(model: nn.Module, opt_cfg: OptimizerConfig) -> torch.optim.Optimizer:
@@ -72,7 +79,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def build_ema(model: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
     """An exponential moving average of `model`'s weights and buffers, or None without a decay.
 
-    Call ``ema.update_parameters(model)`` after each optimizer step; ``ema.module`` is the
+    Call `update_ema` after each optimizer step; ``ema.module`` is the
     averaged network. Buffers (batch-norm statistics) are averaged too, so the average can be
     evaluated as it is.
     """
@@ -83,3 +90,27 @@ def build_ema(model: nn.Module, decay: float | None) -> torch.optim.swa_utils.Av
         multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay),
         use_buffers=True,
     )
+
+
+def update_ema(ema: torch.optim.swa_utils.AveragedModel, model: nn.Module) -> None:
+    """``ema.update_parameters(model)`` without its host sync on CUDA; the same arithmetic.
+
+    torch's update copies the average's update count (a tensor on the host) to the device at
+    every call, a blocking copy that waits for the device. The EMA's averaging function does
+    not use the count, so here it stays on the host, where reading it costs nothing.
+    """
+    averaged = [t.detach() for t in (*ema.module.parameters(), *ema.module.buffers())]
+    current = [t.detach() for t in (*model.parameters(), *model.buffers())]
+    with torch.no_grad():
+        if int(ema.n_averaged) == 0:
+            for target, source in zip(averaged, current, strict=True):
+                target.copy_(source)
+        else:
+            groups: dict[tuple, tuple[list, list]] = {}
+            for target, source in zip(averaged, current, strict=True):
+                group = groups.setdefault((target.device, target.dtype), ([], []))
+                group[0].append(target)
+                group[1].append(source)
+            for targets, sources in groups.values():
+                ema.multi_avg_fn(targets, sources, None)
+        ema.n_averaged += 1
