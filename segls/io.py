@@ -31,6 +31,7 @@ __all__ = [
     "encode_png",
     "json_safe",
     "remove_stale_temp_files",
+    "scratch_directory",
     "staged_directory",
     "write_atomic",
     "write_bytes",
@@ -183,6 +184,22 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextmanager
+def scratch_directory(
+    path: str | os.PathLike | None = None, prefix: str = "segls_"
+) -> Iterator[Path]:
+    """`path` (created if needed, kept afterwards), or a new temporary directory removed after."""
+    if path is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+        return
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextmanager

@@ -5,11 +5,13 @@ peak memory allocated above the inputs during one fwd+bwd (the logits' gradient 
 and the effective bandwidth: bytes moved (logits read + gradient written + labels read) over
 the median time, also as a fraction of the device's copy bandwidth measured in the same run.
 Without CUDA every GPU row is marked skipped; ``small`` then times the torch-only variants
-on CPU with tiny shapes, a smoke test of the harness itself.
+on CPU with tiny shapes, a smoke test of the harness itself (and the Triton ones too when
+``TRITON_INTERPRET=1`` runs them in Triton's interpreter).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -115,7 +117,8 @@ def bench_row(name, shape, dtype_name, layout, device, repeats, warmup, small, c
     row = {"shape": "×".join(map(str, shape)), "dtype": dtype_name, "layout": layout}
     row |= {"variant": name, "status": "ok", "ms": None, "peak_mib": None, "gbs": None}
     row["fraction"] = None
-    if device.type != "cuda" and (needs_cuda or not small):
+    interpreted = small and not compiled and os.environ.get("TRITON_INTERPRET") == "1"
+    if device.type != "cuda" and (not small or (needs_cuda and not interpreted)):
         row["status"] = NO_CUDA
         return row
     try:
