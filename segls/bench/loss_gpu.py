@@ -124,7 +124,8 @@ def bench_row(name, shape, dtype_name, layout, device, repeats, warmup, small, c
     try:
         logits, labels = losses.make_inputs(shape, 0.05, DTYPES[dtype_name], layout, device)
         logits.requires_grad_()
-        if compiled:
+        if compiled:  # afresh for each row: no recompile limit can fall back to eager
+            torch.compiler.reset()
             fn = torch.compile(fn)
         cuda = device.type == "cuda"
         step = lambda: fwd_bwd(fn, logits, labels)  # noqa: E731
