@@ -10,6 +10,8 @@ count is known.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from helpers import run_ranks, tiny_config, write_dataset
@@ -137,3 +139,21 @@ def test_update_ema_is_torchs_update_bit_for_bit():
     assert expected["n_averaged"] == 4
     for key, value in by_segls.state_dict().items():
         assert torch.equal(value, expected[key]), key
+
+
+def test_on_cuda_each_sync_warning_of_torchs_debug_mode_is_one_event(monkeypatch):
+    # Without a GPU torch issues no such warnings, so they are issued here as torch words them.
+    modes = []
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    with warnings.catch_warnings(record=True) as others:
+        warnings.simplefilter("always")
+        with syncs.SyncCounter(cuda=True) as counter:
+            counter.mark(3)
+            for _ in range(2):
+                warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+            warnings.warn("something else", UserWarning, stacklevel=1)
+    assert modes == ["warn", 0]
+    assert [(event.kind, event.iteration) for event in counter.counted()] == [("cuda sync", 3)] * 2
+    assert "test_train_syncs.py" in counter.events[0].site
+    assert [str(w.message) for w in others] == ["something else"]

@@ -195,9 +195,8 @@ class StopSignals:
     """Context manager: SIGTERM and the first SIGINT ask training to stop after this iteration.
 
     `requested` tells the loop, which agrees it with the other ranks (`agree`), so that they
-    all stop after the same iteration. The previous
-    handlers come back on exit. Outside the main thread no handler can be set, and the
-    signals keep their usual effect.
+    all stop after the same iteration. The previous handlers come back on exit. Outside the
+    main thread no handler can be set, and the signals keep their usual effect.
     """
 
     def __init__(self) -> None:

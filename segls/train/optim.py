@@ -79,9 +79,9 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def build_ema(model: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
     """An exponential moving average of `model`'s weights and buffers, or None without a decay.
 
-    Call `update_ema` after each optimizer step; ``ema.module`` is the
-    averaged network. Buffers (batch-norm statistics) are averaged too, so the average can be
-    evaluated as it is.
+    Call `update_ema` after each optimizer step; ``ema.module`` is the averaged network.
+    Buffers (batch-norm statistics) are averaged too, so the average can be evaluated as it
+    is.
     """
     if decay is None:
         return None
