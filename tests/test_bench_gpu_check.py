@@ -100,7 +100,7 @@ def test_the_command_skips_sections_when_the_time_limit_is_spent(tmp_path, capsy
     report = json.loads((tmp_path / "gpu_report.json").read_text())
     statuses = {section["name"]: section["status"] for section in report["sections"]}
     assert statuses["kernel"] == "skipped (the script's time limit was reached)"
-    assert statuses["upsample"] == "skipped (not on this branch yet)"
+    assert statuses["upsample"] == "skipped (the script's time limit was reached)"
     assert status == 0 and "1. Kernel correctness: skipped" in capsys.readouterr().out
 
 
@@ -119,9 +119,9 @@ def test_the_smoke_run_exercises_every_section_and_writes_the_report(tmp_path):
     )
     sections = {section["name"]: section for section in report["sections"]}
     assert [
-        sections[n]["status"] for n in ("kernel", "loss", "throughput", "real_run", "syncs")
-    ] == ["ok"] * 5
-    assert sections["upsample"]["status"] == "skipped (not on this branch yet)"
+        sections[n]["status"]
+        for n in ("kernel", "loss", "throughput", "real_run", "syncs", "upsample")
+    ] == ["ok"] * 6
     kernel_rows = sections["kernel"]["rows"]
     triton_checked = [
         r for r in kernel_rows if r.get("backend") == "triton" and r["status"] == "ok"
@@ -132,6 +132,9 @@ def test_the_smoke_run_exercises_every_section_and_writes_the_report(tmp_path):
         "ok",
         "skipped (fp16 needs CUDA)",
     ]
+    upsample_rows = sections["upsample"]["rows"]
+    assert len(upsample_rows) == 2 * 2 * 3  # cases × align_corners × (2 dtypes + speed)
+    assert all(r["status"] == "ok" for r in upsample_rows)
     syncs = [r for r in sections["syncs"]["rows"] if r["status"] == "ok"]
     assert len(syncs) == 2 and all(r["max syncs, plain after 2"] == 1 for r in syncs)
     markdown = (tmp_path / "report" / "gpu_report.md").read_text()

@@ -1,6 +1,6 @@
 """The GPU check behind tools/gpu_check.py: everything a first CUDA device must show, in one run.
 
-Five sections, each with its own time budget (each module says how its budget was chosen
+Six sections, each with its own time budget (each module says how its budget was chosen
 from the work it does on an H100/H200: bytes at ~4 TB/s, FLOPs at ~790 TFLOP/s in bf16,
 compile times), run one after the other by `harness.run_section`; a section that fails is
 recorded with its traceback and the next one runs. `report` writes gpu_report.md/.json.
@@ -10,6 +10,7 @@ recorded with its traceback and the next one runs. `report` writes gpu_report.md
 3. `training`: training throughput of U-Net/ResNet-50 at 512×512 per speed switch.
 4. `real_run`: the default recipe on the bundled sample, bf16 and fp16.
 5. `host_syncs`: host syncs per training iteration.
+6. `upsample`: the loss with bilinear upsampling fused in, against interpolating first.
 
 Without CUDA every section runs in smoke mode (tiny shapes, GPU-only rows skipped), which
 tests/test_bench_gpu_check.py runs so the script cannot rot.
@@ -17,23 +18,12 @@ tests/test_bench_gpu_check.py runs so the script cannot rot.
 
 from __future__ import annotations
 
-import importlib.util
-
-from segls.bench.gpu_check import host_syncs, kernel, loss, real_run, training
+from segls.bench.gpu_check import host_syncs, kernel, loss, real_run, training, upsample
 from segls.bench.gpu_check.harness import Section
 
 __all__ = ["SECTIONS", "TOTAL_BUDGET_S"]
 
 TOTAL_BUDGET_S = 420.0  # 7 minutes: the whole check, report included
-# The fused-upsampling loss benchmark (segls.bench.upsample, tools/bench_upsample.py) comes
-# from another branch; TODO(lead): when it is merged, give this entry its budget and a
-# function that runs the benchmark with reduced repeats and judges its targets.
-_UPSAMPLE_MISSING = (
-    "not on this branch yet"
-    if importlib.util.find_spec("segls.bench.upsample") is None
-    else "segls.bench.upsample exists but is not wired into the GPU check yet"
-)
-
 SECTIONS = [
     Section("kernel", "1. Kernel correctness", kernel.BUDGET_S, kernel.BUDGET_REASON, kernel.run),
     Section("loss", "2. Loss benchmark", loss.BUDGET_S, loss.BUDGET_REASON, loss.run),
@@ -60,10 +50,9 @@ SECTIONS = [
     ),  # fmt: skip
     Section(
         "upsample",
-        "6. Fused-upsampling loss benchmark",
-        0.0,
-        "to be set when it is wired in",
-        None,
-        missing=_UPSAMPLE_MISSING,
+        "6. Fused-upsampling loss",
+        upsample.BUDGET_S,
+        upsample.BUDGET_REASON,
+        upsample.run,
     ),  # fmt: skip
 ]
