@@ -117,7 +117,9 @@ def test_plus_lovasz_adds_the_weighted_term_and_rejects_a_negative_weight():
 def test_config_weight_builds_the_training_objective():
     plain = config.from_dict({})
     criterion = build_criterion(plain)
-    assert build_objective(plain, criterion) is criterion
+    objective = build_objective(plain, criterion)  # the criterion; the loader checks labels
+    assert type(objective) is type(criterion) and objective.check_labels is False
+    assert objective.lb_smooth == criterion.lb_smooth and criterion.check_labels is True
     weighted = config.from_dict({"loss": {"lovasz_weight": 0.5}})
     objective = build_objective(weighted, build_criterion(weighted))
     assert isinstance(objective, PlusLovasz) and objective.weight == 0.5
