@@ -33,6 +33,43 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["back", "ring", "core"]
 
 
+# Cityscapes labelIds of the 19 evaluated classes -> train ids, from the brief's standard table.
+CITYSCAPES_TRAIN_IDS = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+    25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}  # fmt: skip
+
+
+def write_rgb(path: Path, height: int = 6, width: int = 7, seed: int = 0) -> np.ndarray:
+    """Random RGB image saved with PIL (png/jpg by suffix); returns the pixels written."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, "RGB").save(path)
+    return pixels
+
+
+def write_gray_mask(path: Path, values: np.ndarray) -> None:
+    """Single-channel (mode L) mask PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values.astype(np.uint8), "L").save(path)
+
+
+def make_cityscapes(root: Path, label_ids: np.ndarray, kind: str, split: str = "val") -> None:
+    """leftImg8bit/<split>/<city>/..._leftImg8bit.png + gtFine/.../..._gtFine_<kind>.png."""
+    names = {"frankfurt": "frankfurt_000000_000294", "lindau": "lindau_000000_000019"}
+    for city, name in names.items():
+        write_rgb(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png", *label_ids.shape)
+        write_gray_mask(root / "gtFine" / split / city / f"{name}_gtFine_{kind}.png", label_ids)
+        write_gray_mask(root / "gtFine" / split / city / f"{name}_gtFine_color.png", label_ids)
+
+
+def make_ade20k(root: Path, annotation: np.ndarray, folder: str) -> None:
+    """ADEChallengeData2016: images/<folder>/*.jpg, annotations/<folder>/*.png."""
+    name = "ADE_train_00000001" if folder == "training" else "ADE_val_00000001"
+    write_rgb(root / "images" / folder / f"{name}.jpg", *annotation.shape)
+    write_gray_mask(root / "annotations" / folder / f"{name}.png", annotation)
+
+
 # Every random transform on, for tests that must reproduce augmented runs exactly.
 AUGMENTING = {
     "crop_size": [24, 24],

@@ -8,6 +8,13 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from helpers import (
+    CITYSCAPES_TRAIN_IDS,
+    make_ade20k,
+    make_cityscapes,
+    write_gray_mask,
+    write_rgb,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -16,11 +23,6 @@ from segls.config import Config, DataConfig, validate
 from segls.data import DataError, LabelMapper, build_dataloader, build_dataset
 
 IGNORE = 255
-# Cityscapes labelIds of the 19 evaluated classes -> train ids, from the brief's standard table.
-CITYSCAPES_TRAIN_IDS = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
-    25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
-}  # fmt: skip
 
 
 def make_cfg(root: Path, **overrides) -> DataConfig:
@@ -28,20 +30,6 @@ def make_cfg(root: Path, **overrides) -> DataConfig:
     base = dict(root=str(root), crop_size=[8, 8], batch_size=2, num_workers=0)
     base.update(overrides)
     return DataConfig(**base)
-
-
-def write_rgb(path: Path, height: int = 6, width: int = 7, seed: int = 0) -> np.ndarray:
-    """Random RGB image saved with PIL (png/jpg by suffix); returns the pixels written."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels, "RGB").save(path)
-    return pixels
-
-
-def write_gray_mask(path: Path, values: np.ndarray) -> None:
-    """Single-channel (mode L) mask PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(values.astype(np.uint8), "L").save(path)
 
 
 def write_palette_mask(path: Path, indices: np.ndarray) -> None:
@@ -136,15 +124,6 @@ def test_voc_missing_split_list_names_it(tmp_path):
         build_dataset(make_cfg(voc, format="voc", num_classes=21), "train", train=False)
 
 
-def make_cityscapes(root: Path, label_ids: np.ndarray, kind: str, split: str = "val") -> None:
-    """leftImg8bit/<split>/<city>/..._leftImg8bit.png + gtFine/.../..._gtFine_<kind>.png."""
-    names = {"frankfurt": "frankfurt_000000_000294", "lindau": "lindau_000000_000019"}
-    for city, name in names.items():
-        write_rgb(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png", *label_ids.shape)
-        write_gray_mask(root / "gtFine" / split / city / f"{name}_gtFine_{kind}.png", label_ids)
-        write_gray_mask(root / "gtFine" / split / city / f"{name}_gtFine_color.png", label_ids)
-
-
 def test_cityscapes_label_ids_map_to_train_ids(tmp_path):
     label_ids = np.arange(0, 36, dtype=np.uint8).reshape(4, 9)
     label_ids[0, 0] = IGNORE
@@ -176,13 +155,6 @@ def test_label_ids_lookup_matches_table(values):
     mask = np.asarray(values, np.uint8).reshape(1, -1)
     expected = [CITYSCAPES_TRAIN_IDS.get(v, IGNORE) for v in values]
     np.testing.assert_array_equal(LabelMapper(cfg)(mask)[0], expected)
-
-
-def make_ade20k(root: Path, annotation: np.ndarray, folder: str) -> None:
-    """ADEChallengeData2016: images/<folder>/*.jpg, annotations/<folder>/*.png."""
-    name = "ADE_train_00000001" if folder == "training" else "ADE_val_00000001"
-    write_rgb(root / "images" / folder / f"{name}.jpg", *annotation.shape)
-    write_gray_mask(root / "annotations" / folder / f"{name}.png", annotation)
 
 
 def test_ade20k_reduce_zero_label(tmp_path):
