@@ -92,7 +92,7 @@ def test_labels_to_classes_rejects_shape_mismatch():
 def check_prepared(root: Path, stack: np.ndarray) -> None:
     """Compare every written file with the source stack, using the class rule written here."""
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    expected_names = ["LICENSE"]
+    expected_names = ["LICENSE", "classes.txt"]
     for split, frames in (("train", range(8)), ("val", (8, 9))):
         expected_names += [f"images/{split}/t{t:02d}.tif" for t in frames]
         expected_names += [f"masks/{split}/t{t:02d}.png" for t in frames]
@@ -111,6 +111,7 @@ def check_prepared(root: Path, stack: np.ndarray) -> None:
             assert mask.dtype == np.uint8 and mask.shape == (H, W)
             np.testing.assert_array_equal(mask, expected)
     assert (root / "LICENSE").read_text() == LICENSE_TEXT
+    assert (root / "classes.txt").read_text() == "background\ncell\nnucleus\n"
 
 
 def test_prepare_writes_split_images_masks_and_license(tmp_path, source, stack):
@@ -253,7 +254,7 @@ def test_cli_prints_what_it_wrote(tmp_path, source, capsys):
     cli = prepare_sample_cli
     cli.main(["--root", str(tmp_path / "out"), "--source", str(source)])
     printed = capsys.readouterr().out
-    assert "wrote 21 files" in printed and "train mean" in printed
+    assert "wrote 22 files" in printed and "train mean" in printed
 
 
 def test_committed_sample_files():

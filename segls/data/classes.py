@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from segls.data.readers import DataError
 
 if TYPE_CHECKING:
     from segls.config import DataConfig
+
+CLASSES_FILE = "classes.txt"  # beside the data: one class name per line, line i = class i
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -83,16 +88,47 @@ DEFAULT_PALETTES: dict[str, list[list[int]]] = {
 }
 
 
-def resolve_classes(data_cfg: DataConfig) -> tuple[list[str], list[list[int]]]:
-    """Class names and palette for ``data_cfg``: the config's own, else the dataset defaults.
+def read_class_names(root: str | Path) -> list[str] | None:
+    """Names from ``root/classes.txt`` (line i names class i), or None when there is no such file.
 
-    The folder format (and any dataset without defaults) falls back to ``class_<i>`` names
-    and a generated palette. Lengths must equal ``data.num_classes``.
+    Trailing blank lines are allowed; a blank line between names, a repeated name or fewer
+    than two names is a DataError naming the file and the line.
+    """
+    path = Path(root) / CLASSES_FILE
+    if not path.is_file():
+        return None
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    for number, name in enumerate(lines, start=1):
+        if not name:
+            raise DataError(
+                f"{path}: line {number} is blank; write one class name per line, line i naming "
+                f"class i - 1 (so a blank line would leave class {number - 1} without a name)"
+            )
+        if name in lines[: number - 1]:
+            first = lines.index(name) + 1
+            raise DataError(f"{path}: line {number} repeats the name {name!r} of line {first}")
+    if len(lines) < 2:
+        raise DataError(f"{path} names {len(lines)} class(es); a segmentation needs at least 2")
+    return lines
+
+
+def resolve_classes(data_cfg: DataConfig) -> tuple[list[str], list[list[int]]]:
+    """Class names and palette for ``data_cfg``: the config's own, else those beside the data.
+
+    Names come from ``data.class_names``, else ``classes.txt`` in ``data.root``
+    (`read_class_names`), else the dataset's defaults; the folder format without either falls
+    back to ``class_<i>`` names. The palette is ``data.palette`` or the dataset's, else a
+    generated one. Lengths must equal ``data.num_classes``.
     """
     num_classes = data_cfg.num_classes
     default_names = DEFAULT_CLASSES.get(data_cfg.format)
+    file_names = None if data_cfg.class_names else read_class_names(data_cfg.root)
     if data_cfg.class_names:
         names, source = list(data_cfg.class_names), "data.class_names"
+    elif file_names is not None:
+        names, source = file_names, str(Path(data_cfg.root) / CLASSES_FILE)
     elif default_names is not None:
         names, source = list(default_names), f"the {data_cfg.format} class list"
     else:
@@ -113,4 +149,7 @@ def resolve_classes(data_cfg: DataConfig) -> tuple[list[str], list[list[int]]]:
             f"{source} has {len(palette)} colours but data.num_classes={num_classes}; "
             f"give data.palette with {num_classes} [r, g, b] entries or leave it empty"
         )
+    for colour in palette:
+        if len(colour) != 3 or not all(0 <= int(value) <= 255 for value in colour):
+            raise ValueError(f"palette colour {colour} is not [r, g, b] with values in 0..255")
     return names, [[int(value) for value in colour] for colour in palette]

@@ -80,11 +80,23 @@ def read_stems(list_file: Path) -> list[str]:
     return [stem for stem in stems if stem and not stem.startswith("#")]
 
 
+def _subfolder(line: str, list_file: Path) -> str:
+    """The folder part of a list-file line ``<folder>/<stem>``, checked to stay inside root."""
+    folder = line.rsplit("/", 1)[0]
+    if not folder or folder.startswith("/") or ".." in folder.split("/"):
+        raise DataError(
+            f"{list_file}: line {line!r} must be a stem or <folder>/<stem> inside images/ "
+            "and masks/"
+        )
+    return folder
+
+
 def list_folder(root: Path, split: str, data_cfg: DataConfig) -> Pairs:
     """Folder format: images/<split>/ and masks/<split>/ matched by stem, or a list file.
 
     If ``root/<split>.txt`` exists it names the stems (one per line) and each is looked up
-    first in ``images/<split>/`` then in ``images/`` (flat), likewise under ``masks/``.
+    first in ``images/<split>/`` then in ``images/`` (flat), likewise under ``masks/``; a
+    line ``<folder>/<stem>`` names a file in ``images/<folder>/`` and ``masks/<folder>/``.
     Otherwise every image in ``images/<split>/`` is used. Images: png, jpg, jpeg, tif,
     tiff; masks: png (tif/tiff also accepted).
     """
@@ -104,6 +116,7 @@ def list_folder(root: Path, split: str, data_cfg: DataConfig) -> Pairs:
     stems = read_stems(list_file)
     if not stems:
         raise DataError(f"{list_file} lists no stems; write one image stem per line")
+    subfolders = sorted({_subfolder(stem, list_file) for stem in stems if "/" in stem})
     found = []
     for kind, exts in (("images", IMAGE_EXTS), ("masks", MASK_EXTS)):
         dirs = [d for d in (root / kind / split, root / kind) if d.is_dir()]
@@ -112,6 +125,10 @@ def list_folder(root: Path, split: str, data_cfg: DataConfig) -> Pairs:
         available: dict[str, Path] = {}
         for directory in reversed(dirs):
             available.update(files_by_stem(directory, exts))
+        for folder in subfolders:
+            if (root / kind / folder).is_dir():
+                in_folder = files_by_stem(root / kind / folder, exts)
+                available.update({f"{folder}/{stem}": path for stem, path in in_folder.items()})
         missing = [stem for stem in stems if stem not in available]
         if missing:
             searched = " or ".join(str(d) for d in dirs)

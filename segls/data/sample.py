@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from segls.data.classes import CLASSES_FILE
 from segls.io import encode_png, staged_directory, write_bytes
 
 SAMPLE_ROOT = Path("data/scratch_assay")
@@ -28,6 +29,7 @@ INSTALL_HINT = (
 NUM_SOURCE_CHANNELS = 4
 NUCLEI_CHANNEL = 2
 CYTOPLASM_CHANNEL = 3
+CLASS_NAMES = ("background", "cell", "nucleus")  # the class ids labels_to_classes gives
 SPLIT_FRAMES = {"train": tuple(range(8)), "val": (8, 9)}
 NUM_FRAMES = 10
 FILE_MODE = 0o644
@@ -170,6 +172,8 @@ def prepare_scratch_assay(
                 write_bytes(staging / "images" / split / f"{stem}.tif", image, FILE_MODE)
                 mask = encode_png(frame_mask(stack, t), compression=9)
                 write_bytes(staging / "masks" / split / f"{stem}.png", mask, FILE_MODE)
+        names = "".join(f"{name}\n" for name in CLASS_NAMES).encode()
+        write_bytes(staging / CLASSES_FILE, names, FILE_MODE)
         if license_file is None:
             warnings.warn(
                 f"no upstream LICENSE found near {source}; add ndev-sampledata's BSD-3-Clause "

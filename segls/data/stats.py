@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
-from segls.data.transforms import percentile_bounds, scale_by_bounds
+from segls.data.image_stats import moment_sums, unit_scaled
+from segls.data.readers import read_image
+from segls.data.transforms import percentile_bounds
 
 __all__ = ["channel_stats"]
 
@@ -26,19 +27,12 @@ def channel_stats(
         raise FileNotFoundError(
             f"no .tif images in {image_dir}; run `python tools/prepare_sample.py` first"
         )
-    total = total_sq = None
-    count = 0
+    sums, count = 0.0, 0
     for path in paths:
-        image = tifffile.imread(path)
-        if percentiles is None:
-            pixels = image.reshape(-1, image.shape[-1]).astype(np.float64)
-            pixels /= np.iinfo(image.dtype).max
-        else:
-            scaled = scale_by_bounds(image, percentile_bounds(image, percentiles))
-            pixels = scaled.reshape(-1, image.shape[-1]).astype(np.float64)
-        total = pixels.sum(0) if total is None else total + pixels.sum(0)
-        total_sq = (pixels**2).sum(0) if total_sq is None else total_sq + (pixels**2).sum(0)
-        count += pixels.shape[0]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+        image = read_image(path)
+        bounds = None if percentiles is None else percentile_bounds(image, percentiles)
+        sums = sums + moment_sums(unit_scaled(image, bounds))
+        count += image.shape[0] * image.shape[1]
+    mean = sums[0] / count
+    std = np.sqrt(np.maximum(sums[1] / count - mean**2, 0.0))
     return [float(v) for v in mean], [float(v) for v in std]

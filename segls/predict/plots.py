@@ -1,4 +1,4 @@
-"""Small charts drawn with Pillow: a reliability diagram and line charts against a parameter.
+"""Small charts drawn with Pillow: a reliability diagram, line, bar and histogram charts.
 
 Pillow is already needed for images, so charts need no plotting library. Every function
 returns a uint8 H×W×3 tensor (what `segls.train.logger.RunLogger.image` takes); `save_png` writes
@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from segls.io import write_png
 
-__all__ = ["line_charts", "reliability_diagram", "save_png"]
+__all__ = ["bar_chart", "histogram_panels", "line_charts", "reliability_diagram", "save_png"]
 
 _INK, _GRID, _BACKGROUND = (40, 40, 40), (225, 225, 225), (255, 255, 255)
 _BAR, _GAP, _DIAGONAL = (70, 120, 190), (230, 120, 100), (150, 150, 150)
@@ -164,12 +164,7 @@ def line_charts(
     draw, font = ImageDraw.Draw(image), _font(13)
     draw.text((image.width / 2, 8), title, fill=_INK, font=font, anchor="mt")
     names = list(dict.fromkeys(name for series in panels.values() for name in series))
-    colours = {name: _SERIES[number % len(_SERIES)] for number, name in enumerate(names)}
-    legend_x = 70
-    for name in names:  # one legend for all panels, in a row under the title
-        draw.ellipse([legend_x, 32, legend_x + 8, 40], fill=colours[name])
-        draw.text((legend_x + 12, 36), name, fill=colours[name], font=font, anchor="lm")
-        legend_x += 24 + draw.textlength(name, font=font)
+    colours = _legend(draw, names, font)  # one legend for all panels, under the title
     xs = [float(v) for v in x]
     xlim = (min(xs), max(xs)) if xs else (0.0, 1.0)
     pad = 0.05 * ((xlim[1] - xlim[0]) or 1.0)
@@ -193,6 +188,81 @@ def line_charts(
                 draw.line(points, fill=colours[name], width=2)
             for px, py in points:
                 draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colours[name])
+    return _to_tensor(image)
+
+
+def _legend(draw: ImageDraw.ImageDraw, names: list[str], font, y: int = 36) -> dict:
+    """A row of coloured dots with names at height `y`; returns each name's colour."""
+    colours = {name: _SERIES[number % len(_SERIES)] for number, name in enumerate(names)}
+    legend_x = 70
+    for name in names:
+        draw.ellipse([legend_x, y - 4, legend_x + 8, y + 4], fill=colours[name])
+        draw.text((legend_x + 12, y), name, fill=colours[name], font=font, anchor="lm")
+        legend_x += 24 + draw.textlength(name, font=font)
+    return colours
+
+
+def bar_chart(
+    labels: Sequence[str], series: dict[str, Sequence[float]], ylabel: str, title: str = ""
+) -> torch.Tensor:
+    """Grouped bars: one group per label, one bar per series, values in [0, 1] (e.g. shares).
+
+    Labels are written under the groups, turned when they are many.
+    """
+    count = len(labels)
+    if count == 0 or not series:
+        raise ValueError("bar_chart needs at least one label and one series")
+    group = max(14, min(200, 1200 // count))
+    width, height, bottom = 110 + group * count, 420, 320
+    image = Image.new("RGB", (max(width, 720), height), _BACKGROUND)
+    draw, font = ImageDraw.Draw(image), _font(13)
+    draw.text((image.width / 2, 8), title, fill=_INK, font=font, anchor="mt")
+    colours = _legend(draw, list(series), font)
+    top_value = max([v for values in series.values() for v in values] + [1e-12])
+    ylim = (0.0, min(1.0, top_value * 1.1))
+    axes = _Axes(draw, (70, 70, 70 + group * count, bottom), (0.0, float(count)), ylim, font)
+    axes.frame("", "", ylabel, [], _ticks(*ylim))
+    bar = max(1.0, (group - 4) / len(series))
+    for index, label in enumerate(labels):
+        left, _ = axes.point(index, 0.0)
+        for number, (name, values) in enumerate(series.items()):
+            _, y_top = axes.point(index, float(values[index]))
+            x0 = left + 2 + number * bar
+            draw.rectangle([x0, y_top, x0 + bar - 1, bottom], fill=colours[name])
+        text = label if len(label) <= 14 else label[:13] + "…"
+        if draw.textlength(text, font=font) < group - 4:
+            draw.text((left + group / 2, bottom + 6), text, fill=_INK, font=font, anchor="mt")
+        else:
+            turned = Image.new("RGBA", (int(draw.textlength(text, font=font)) + 4, 16))
+            ImageDraw.Draw(turned).text((0, 0), text, fill=_INK, font=font)
+            turned = turned.rotate(90, expand=True)
+            image.paste(turned, (int(left + group / 2 - 8), bottom + 4), turned)
+    return _to_tensor(image)
+
+
+def histogram_panels(
+    panels: Sequence[tuple[str, Sequence[float], Sequence[float]]], xlabel: str, title: str = ""
+) -> torch.Tensor:
+    """Histograms side by side, each given as (panel title, bin edges, counts), y as shares."""
+    if not panels:
+        raise ValueError("histogram_panels needs at least one panel")
+    panel_width, height = 420, 360
+    image = Image.new("RGB", (panel_width * len(panels), height), _BACKGROUND)
+    draw, font = ImageDraw.Draw(image), _font(13)
+    draw.text((image.width / 2, 8), title, fill=_INK, font=font, anchor="mt")
+    for index, (name, edges, counts) in enumerate(panels):
+        shares = np.asarray(counts, dtype=np.float64) / max(float(np.sum(counts)), 1.0)
+        xlim = (float(edges[0]), float(edges[-1]))
+        ylim = (0.0, float(shares.max()) * 1.1 or 1.0)
+        offset = index * panel_width
+        axes = _Axes(
+            draw, (offset + 70, 60, offset + panel_width - 20, height - 60), xlim, ylim, font
+        )
+        axes.frame(name, xlabel, "share", _ticks(*xlim, count=4), _ticks(*ylim))
+        for low, high, share in zip(edges[:-1], edges[1:], shares, strict=True):
+            x0, y_top = axes.point(float(low), float(share))
+            x1, y_bottom = axes.point(float(high), 0.0)
+            draw.rectangle([x0, y_top, max(x0, x1 - 1), y_bottom], fill=_BAR)
     return _to_tensor(image)
 
 
