@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 import scipy.stats
 import tifffile
-from helpers import CITYSCAPES_TRAIN_IDS, make_ade20k, make_cityscapes
+from helpers import (
+    CITYSCAPES_TRAIN_IDS,
+    SIZE,
+    blob_mask,
+    make_ade20k,
+    make_cityscapes,
+    make_dataset,
+    pixels_of,
+    write_pair,
+)
 from PIL import Image
 
 from segls.config import DataConfig
@@ -24,77 +33,13 @@ from segls.data.fingerprint import Fingerprint, fingerprint
 from segls.data.image_stats import hamming_distances, histogram_percentiles
 from segls.data.inventory import propose_split, survey
 
-SIZE = (40, 56)
 PERCENTILES = [1.0, 99.8]
 DTYPE_MAX = {"rgb8": 255.0, "u16x2": 65535.0, "float1": 1.0, "float01": 1.0}
 
 
 def scan(root: Path, fmt: str = "folder") -> Fingerprint:
-    """The fingerprint of the dataset at `root`, with the default percentiles, no progress bar."""
-    return fingerprint(survey(root, fmt), PERCENTILES, progress=False)
-
-
-def make_image(kind: str, rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
-    """An image whose brightness follows the mask, in the storage `kind` names."""
-    height, width = mask.shape
-    mask = mask.astype(np.int64)
-    if kind == "rgb8":
-        base = rng.integers(0, 200, (height, width, 3)) + 25 * mask[..., None].clip(0, 2)
-        return base.clip(0, 255).astype(np.uint8)
-    if kind == "u16x2":
-        gain = rng.uniform(0.8, 1.2)
-        signal = 500 + 400 * mask.clip(0, 2) + rng.integers(0, 300, mask.shape)
-        return np.stack([signal * gain, rng.normal(2000, 100, mask.shape)], -1).astype(np.uint16)
-    if kind == "float1":
-        return (rng.normal(1.0, 2.0, (height, width)) + mask.clip(0, 2))[..., None].astype(
-            np.float32
-        )
-    return rng.uniform(0, 1, (height, width, 2)).astype(np.float32)
-
-
-def blob_mask(rng: np.random.Generator, num_classes: int, size=SIZE, ignore=0.0) -> np.ndarray:
-    """Blocky random classes (8-pixel blocks), a share `ignore` of the pixels set to 255."""
-    blocks = rng.integers(0, num_classes, (size[0] // 8 + 1, size[1] // 8 + 1))
-    mask = np.kron(blocks, np.ones((8, 8), np.int64))[: size[0], : size[1]].astype(np.uint8)
-    mask[rng.random(size) < ignore] = 255
-    return mask
-
-
-def write_pair(root: Path, split: str, stem: str, image: np.ndarray, mask: np.ndarray) -> None:
-    """Write an image (PNG for 8-bit RGB, TIFF otherwise) and its PNG mask."""
-    (root / "images" / split).mkdir(parents=True, exist_ok=True)
-    (root / "masks" / split).mkdir(parents=True, exist_ok=True)
-    if image.dtype == np.uint8 and image.shape[-1] == 3:
-        Image.fromarray(image).save(root / "images" / split / f"{stem}.png")
-    else:
-        data = image[..., 0] if image.shape[-1] == 1 else image
-        tifffile.imwrite(root / "images" / split / f"{stem}.tif", data, photometric="minisblack")
-    Image.fromarray(mask).save(root / "masks" / split / f"{stem}.png")
-
-
-def make_dataset(
-    root: Path, kind: str = "rgb8", counts=None, num_classes: int = 3, classes_file=True, seed=0
-) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
-    """A folder dataset; returns {split: [(stem, image, mask), ...]} as written."""
-    rng = np.random.default_rng(seed)
-    written = {}
-    for split, count in (counts or {"train": 6, "val": 2}).items():
-        written[split] = []
-        for index in range(count):
-            mask = blob_mask(rng, num_classes, ignore=0.02)
-            image = make_image(kind, rng, mask)
-            image = image if image.ndim == 3 else image[..., None]
-            write_pair(root, split, f"{split}{index}", image, mask)
-            written[split].append((f"{split}{index}", image, mask))
-    if classes_file:
-        names = "".join(f"name{c}\n" for c in range(num_classes))
-        (root / "classes.txt").write_text(names)
-    return written
-
-
-def pixels_of(items) -> np.ndarray:
-    """All pixels of the images in `items`, as an N × C array."""
-    return np.concatenate([image.reshape(-1, image.shape[-1]) for _, image, _ in items])
+    """The fingerprint of the dataset at `root`, with the default percentiles."""
+    return fingerprint(survey(root, fmt), PERCENTILES)
 
 
 @pytest.mark.parametrize("kind", ["rgb8", "u16x2", "float1"])

@@ -16,7 +16,7 @@ LAYERS = [
     {"config"},
     {"predict"},
     {"train"},
-    {"bench"},
+    {"bench", "plan"},
     {"cli"},
 ]
 MAX_FUNCTION_LINES = 80

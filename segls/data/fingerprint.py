@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from segls.data.classes import DEFAULT_CLASSES, read_class_names
 from segls.data.datasets import LabelMapper
@@ -30,6 +29,7 @@ from segls.data.fingerprint_checks import (
 from segls.data.image_stats import ImageSummary, bin_values, summarise_image, summarise_mask
 from segls.data.inventory import Inventory, Problem, ReadSettings
 from segls.data.readers import DataError, read_image, read_mask
+from segls.runtime import progress
 
 IGNORE_INDEX = 255
 WIDE_IGNORE_INDEX = 65535  # when class ids reach 255
@@ -224,12 +224,12 @@ def _read_pair(image_path: Path, mask_path: Path, problems: list[Problem]):
     return image, mask, seconds
 
 
-def _stream(inventory: Inventory, percentiles: list[float], progress: bool):
+def _stream(inventory: Inventory, percentiles: list[float]):
     """Read every train and val pair once; returns the SplitStats and the problems found."""
     problems: list[Problem] = []
     splits = {name: SplitStats(name) for name in (inventory.train_split, inventory.val_split)}
     total = sum(len(inventory.pairs.get(name, ([], []))[0]) for name in splits)
-    with tqdm(total=total, desc="fingerprint", unit="image", disable=not progress) as bar:
+    with progress(total, "fingerprint") as bar:
         for name, stats in splits.items():
             for image_path, mask_path in zip(*inventory.pairs.get(name, ([], [])), strict=True):
                 pair = _read_pair(image_path, mask_path, problems)
@@ -253,16 +253,14 @@ def _stream(inventory: Inventory, percentiles: list[float], progress: bool):
     return splits, problems
 
 
-def fingerprint(
-    inventory: Inventory, percentiles: Sequence[float], progress: bool = True
-) -> Fingerprint:
+def fingerprint(inventory: Inventory, percentiles: Sequence[float]) -> Fingerprint:
     """Read the train and val pairs of `inventory` once and add up their fingerprint.
 
     `percentiles` are those of ``data.scaling: percentile`` (``data.percentiles``).
     """
     percentiles = [float(q) for q in percentiles]
     names, source, reduce_zero = _class_spec(inventory)
-    splits, problems = _stream(inventory, percentiles, progress)
+    splits, problems = _stream(inventory, percentiles)
     seen = Counter()
     for stats in splits.values():
         seen.update({value: int(entry[0]) for value, entry in stats.mask_values.items()})

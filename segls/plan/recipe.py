@@ -1,0 +1,183 @@
+"""Rules for ``model.*``, ``schedule.*``, ``loss.*``, ``optimizer.*`` and ``runtime.*``.
+
+The model and the schedule follow the time budget and the measured speed of this machine
+(`segls.plan.timing`); the loss and optimizer settings are the recipe the project's studies
+support (docs/BENCHMARKS.md), chosen once for every dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from segls.plan.rules import Choice
+
+MIN_ITERS = 500  # the default run's validation mIoU was still rising until about 400
+UPGRADE_ITERS = 2000  # a bigger model only if it still gets this many iterations ...
+UPGRADE_PIXELS = 50_000_000  # ... and the training set holds this many pixels
+MAX_PASSES = 20  # passes over the training pixels: the default recipe's; longer runs overfit
+MAX_PASSES_RESCALED = 60  # with random rescaling, which varies the crops (mmseg's: 50-130)
+MAX_EVALS = 6
+EVAL_SHARE = 0.1  # evaluations take at most this share of the budget
+ADAM_BETA2 = 0.999
+COOLDOWN_SHARE = 0.25
+MAX_HEAD_WIDTH = 64
+
+
+@dataclass(frozen=True)
+class ModelTier:
+    """One rung of the model ladder."""
+
+    arch: str
+    encoder: str
+    decoder_channels: tuple[int, ...]
+    note: str
+
+
+MODEL_LADDER = (
+    ModelTier("Unet", "resnet18", (128, 64, 32, 16, 8),
+              "the project's default: half smp's decoder widths, 1.7x faster steps on a CPU"),
+    ModelTier("Unet", "resnet18", (256, 128, 64, 32, 16), "smp's decoder widths"),
+    ModelTier("Unet", "resnet34", (256, 128, 64, 32, 16), "a deeper encoder"),
+    ModelTier("Unet", "resnet50", (256, 128, 64, 32, 16), "a wider, bottleneck encoder"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Measured seconds on this machine for one configuration of model and crop."""
+
+    device: str
+    step: float  # one training iteration: forward, backward, optimizer and EMA, plus data
+    evaluation: float  # one evaluation of the whole validation split
+    startup: float  # starting the process, imports, reading the data once
+    checkpoint: float = 0.0  # writing one checkpoint (up to two follow each evaluation)
+
+
+def decoder_widths(tier: ModelTier, num_classes: int) -> list[int]:
+    """The tier's decoder widths, none narrower than the class count (up to 64).
+
+    The segmentation head turns the last decoder stage into one logit per class; a stage
+    narrower than the number of classes limits what the logits can tell apart.
+    """
+    floor = min(num_classes, MAX_HEAD_WIDTH)
+    return [max(width, floor) for width in tier.decoder_channels]
+
+
+def model(tier: ModelTier, num_classes: int, why: str) -> list[Choice]:
+    """The ``model.*`` values of a ladder rung."""
+    widths = decoder_widths(tier, num_classes)
+    widened = "" if list(tier.decoder_channels) == widths else f", widened to {num_classes} classes"
+    return [
+        Choice("model.arch", tier.arch, "U-Net, the architecture nnU-Net found hard to beat"),
+        Choice("model.encoder", tier.encoder, why),
+        Choice("model.encoder_weights", None, "random init: nothing is downloaded"),
+        Choice("model.kwargs", {"decoder_channels": widths}, f"{tier.note}{widened}"),
+    ]  # fmt: skip
+
+
+def evaluations(budget: float, timing: Timing) -> int:
+    """How many times to evaluate: up to 6, within a tenth of the budget, at least once."""
+    return max(1, min(MAX_EVALS, int(EVAL_SHARE * budget / max(timing.evaluation, 1e-9))))
+
+
+def affordable_iterations(budget: float, timing: Timing) -> int:
+    """Training iterations that fit in `budget` seconds after start-up and evaluations."""
+    per_evaluation = timing.evaluation + 2 * timing.checkpoint
+    left = budget - timing.startup - evaluations(budget, timing) * per_evaluation
+    return max(0, int(left / timing.step))
+
+
+def may_upgrade(iterations: int, train_pixels: int) -> bool:
+    """Whether a bigger model is worth trying: time for many iterations and data to fill it."""
+    return iterations >= UPGRADE_ITERS and train_pixels >= UPGRADE_PIXELS
+
+
+def schedule(
+    budget: float,
+    timing: Timing,
+    train_pixels: int,
+    batch: int,
+    crop: list[int],
+    rescaled: bool = False,
+) -> tuple[list[Choice], list[str]]:
+    """(``schedule.*`` choices, warnings): iterations from the budget and the measured speed.
+
+    At most MAX_PASSES passes over the training pixels (MAX_PASSES_RESCALED when `rescaled`:
+    random rescaling makes the crops more varied).
+
+    Warm-up: ``min(2 / (1 - beta2), iterations / 10)`` steps (Ma & Yarats, 2021, for Adam's
+    second moment); a constant rate, then a linear cool-down over the last quarter.
+    """
+    count = evaluations(budget, timing)
+    affordable = affordable_iterations(budget, timing)
+    passes = MAX_PASSES_RESCALED if rescaled else MAX_PASSES
+    passes_cap = int(passes * train_pixels / (batch * crop[0] * crop[1]))
+    raw = max(count * 10, min(affordable, passes_cap))
+    interval = max(10, raw // count // 10 * 10)
+    iterations = interval * count
+    warnings = []
+    if affordable < MIN_ITERS:
+        warnings.append(
+            f"the budget affords {affordable} iterations at {timing.step:.3f} s each; the "
+            f"project's runs kept improving until about {MIN_ITERS}: raise --budget-minutes"
+        )
+    capped = affordable > passes_cap
+    why = (f"{passes} passes over the {train_pixels} training pixels (longer runs overfit)"
+           if capped else f"{budget / 60:.1f} min budget at {timing.step:.3f} s per iteration "
+           f"({timing.device}), {count} evaluations of {timing.evaluation:.1f} s, "
+           f"{timing.startup:.0f} s start-up")  # fmt: skip
+    warmup = min(round(2 / (1 - ADAM_BETA2)), iterations // 10)
+    return [
+        Choice("schedule.max_iters", iterations, why),
+        Choice("schedule.warmup_iters", warmup, "min(2 / (1 - beta2), a tenth of the run)"),
+        Choice("schedule.warmup_ratio", 0.1, "start the warm-up at a tenth of the rate"),
+        Choice("schedule.power", 0.0, "a constant rate until the cool-down"),
+        Choice("schedule.cooldown_iters", int(iterations * COOLDOWN_SHARE),
+               "linear ramp to 0 over the last quarter: the final weights settle"),
+        Choice("schedule.min_lr", 0.0, "the cool-down ends at 0"),
+        Choice("schedule.eval_interval", interval, f"{count} evaluations in the run"),
+        Choice("schedule.checkpoint_interval", interval, "with each evaluation"),
+        Choice("schedule.log_interval", max(1, min(50, interval // 5)),
+               "5 log lines per evaluation"),
+    ], warnings  # fmt: skip
+
+
+def loss() -> list[Choice]:
+    """The project's loss recipe: smoothing 0.1 and a Lovász-softmax term, no class weights."""
+    return [
+        Choice("loss.lb_smooth", 0.1,
+               "halves the calibration error at equal mIoU (label-smoothing study)"),
+        Choice("loss.lovasz_weight", 1.0,
+               "a surrogate of 1 - IoU over the classes present, rare ones weighted alike; +0.6 "
+               "mIoU over seeds in the recipe study (Berman et al. 2018 on VOC and Cityscapes)"),
+        Choice("loss.class_weight", None,
+               "frequency weights lost 2.3-3.8 mIoU in the recipe studies; Lovasz balances "
+               "classes"),
+    ]  # fmt: skip
+
+
+def optimizer() -> list[Choice]:
+    """AdamW at 1e-3 with light weight decay and an average of the weights."""
+    return [
+        Choice("optimizer.type", "adamw", "trains a randomly initialised network without tuning"),
+        Choice("optimizer.lr", 1.0e-3, "lr 5e-4 and 2e-3 did no better in the recipe studies"),
+        Choice("optimizer.weight_decay", 1.0e-4, "0.05 lost 4 mIoU in the recipe study"),
+        Choice("optimizer.betas", [0.9, ADAM_BETA2], "Adam's defaults"),
+        Choice("optimizer.grad_clip", None, "not needed with warm-up and AdamW"),
+        Choice("optimizer.ema_decay", 0.99,
+               "evaluate an average of the weights; it kept the last score at the run's best"),
+    ]  # fmt: skip
+
+
+def runtime(device: str) -> list[Choice]:
+    """Run where the timing was measured, in float32."""
+    amp_why = (
+        "bf16 autocast ran 7x slower on a CPU without bf16 units (docs/BENCHMARKS.md)"
+        if device == "cpu"
+        else "mixed precision is not measured in this project yet"
+    )
+    return [
+        Choice("runtime.device", device, "where the iterations were timed"),
+        Choice("runtime.amp", "off", amp_why),
+        Choice("runtime.seed", 0, "change it to measure the spread between runs"),
+    ]
