@@ -131,6 +131,24 @@ def make_dataset(
     return written
 
 
+def write_images(root, split, images, masks):
+    """Write uint8 single-channel TIFF images and PNG masks."""
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "masks" / split).mkdir(parents=True, exist_ok=True)
+    for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        tifffile.imwrite(root / "images" / split / f"{split}{index}.tif", image)
+        Image.fromarray(mask).save(root / "masks" / split / f"{split}{index}.png")
+
+
+def square_dataset(root, count: int, side: int) -> None:
+    """`count` training and 2 validation uint8 images of side x side pixels, 2 classes."""
+    rng = np.random.default_rng(0)
+    for split, number in (("train", count), ("val", 2)):
+        masks = [blob_mask(rng, 2, (side, side)) for _ in range(number)]
+        images = [rng.integers(0, 255, (side, side), dtype=np.uint8) for _ in range(number)]
+        write_images(root, split, images, masks)
+
+
 def pixels_of(items) -> np.ndarray:
     """All pixels of the images in `items`, as an N × C array."""
     return np.concatenate([image.reshape(-1, image.shape[-1]) for _, image, _ in items])

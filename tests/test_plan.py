@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 import yaml
-from helpers import make_dataset
+from helpers import make_dataset, square_dataset
 
 from segls import config
 from segls.cli import new_config, train
-from segls.plan import PlanError, resolve_device, timing
+from segls.plan import PlanError, plan_dataset, recipe, resolve_device, timing
 from segls.plan.config_file import apply_choices, write_config
 from segls.plan.recipe import Timing
 from segls.plan.rules import Choice
@@ -67,6 +67,42 @@ def test_blocking_problems_exit_1_and_cuda_without_cuda_is_a_clear_error(
     assert "--device cuda: CUDA is not available" in capsys.readouterr().err
     with pytest.raises(PlanError, match="with --device cpu"):
         resolve_device("cuda")
+
+
+def probe_times(step_of, monkeypatch) -> list[tuple]:
+    """Replace the timing by `step_of(cfg)` seconds per step; returns the probes seen."""
+    seen = []
+
+    def measure(cfg, device, fp, limit):
+        seen.append((cfg.model.encoder, list(cfg.data.crop_size)))
+        return Timing("cpu", step=step_of(cfg), evaluation=0.1, startup=1.0, checkpoint=0.0)
+
+    monkeypatch.setattr(timing, "measure", measure)
+    return seen
+
+
+def test_the_crop_shrinks_to_fit_the_budget_and_the_model_grows_with_it(tmp_path, monkeypatch):
+    square_dataset(tmp_path, 40, 256)  # 5 % cap: 0.05 x 40 x 256^2 / 8 = 16384 px, 128x128
+    seen = probe_times(lambda cfg: 0.2 * cfg.data.crop_size[0] * cfg.data.crop_size[1] / 4096,
+                       monkeypatch)  # fmt: skip
+    plan = plan_dataset(tmp_path, budget_minutes=200 / 60, device="cpu")
+    # Worked by hand: 200 s - 1 s start-up - 6 x 0.1 s evaluations = 198.4 s. At 128x128 a step
+    # takes 0.8 s: 248 iterations, under 500, so the crop area may be 0.9 x 16384 x 248 / 500 =
+    # 7314 px: 96x96 = 9216 is too big, 64x96 = 6144 fits, and 0.3 s steps afford 661.
+    assert seen == [("resnet18", [128, 128]), ("resnet18", [64, 96])]
+    assert plan.config.data.crop_size == [64, 96] and plan.config.model.encoder == "resnet18"
+    assert plan.config.schedule.max_iters == 660  # 6 evaluations x 110
+    monkeypatch.setattr(recipe, "UPGRADE_PIXELS", 1)
+    steps = {(18, 128): 0.01, (18, 256): 0.02, (34, 256): 0.2}
+    seen = probe_times(
+        lambda cfg: steps[int(cfg.model.encoder[6:]), cfg.model.kwargs["decoder_channels"][0]],
+        monkeypatch,
+    )
+    plan = plan_dataset(tmp_path, budget_minutes=200 / 60, device="cpu")
+    # 0.02 s affords 9920 >= 2000 iterations: the wide decoder; ResNet-34's 992 do not.
+    assert [encoder for encoder, _ in seen] == ["resnet18", "resnet18", "resnet34"]
+    assert plan.config.model.kwargs["decoder_channels"] == [256, 128, 64, 32, 16]
+    assert plan.config.model.encoder == "resnet18"
 
 
 def test_written_config_has_every_key_and_loads_back(tmp_path):

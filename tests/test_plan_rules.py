@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pytest
-import tifffile
-from helpers import blob_mask, make_dataset, pixels_of
+from helpers import blob_mask, make_dataset, pixels_of, square_dataset, write_images
 from PIL import Image
 
 from segls.data.fingerprint import fingerprint
@@ -66,13 +65,26 @@ def test_crop_batch_and_repeat_from_dataset_size(tmp_path):
     assert value(choices, "data.crop_size") == [32, 32]  # 40x56 rounded down to 32s
 
 
-def write_images(root, split, images, masks):
-    """Write uint8 single-channel TIFF images and PNG masks."""
-    (root / "images" / split).mkdir(parents=True, exist_ok=True)
-    (root / "masks" / split).mkdir(parents=True, exist_ok=True)
-    for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
-        tifffile.imwrite(root / "images" / split / f"{split}{index}.tif", image)
-        Image.fromarray(mask).save(root / "masks" / split / f"{split}{index}.png")
+def test_the_five_percent_cap_shrinks_the_crop_of_a_small_dataset(tmp_path):
+    # 4 x 512^2 px: a batch of 8 may cover 0.05 x 1048576 / 8 = 6553.6 px. Worked by hand,
+    # squares shrink 32 px a side at a time (height first) to 96x96 = 9216, then 64x96 = 6144.
+    square_dataset(tmp_path, 4, 512)
+    choices = rules.crop_and_batch(plan_of(tmp_path))
+    assert value(choices, "data.crop_size") == [64, 96]
+    assert value(choices, "data.repeat") == 2
+
+
+def test_large_data_is_not_cached_and_huge_images_are_evaluated_in_windows(tmp_path):
+    square_dataset(tmp_path, 2, 64)
+    fp = plan_of(tmp_path)
+    assert value(rules.loading(fp), "data.cache") is True
+    for record in fp.train.records:  # 2 images of 20000^2 x 1 byte: 0.75 GiB
+        record.height = record.width = 20_000
+    assert value(rules.loading(fp), "data.cache") is True
+    fp.val.records[0].height = fp.val.records[0].width = 17_000  # + 0.27 GiB: 1.01 GiB
+    assert value(rules.loading(fp), "data.num_workers") == 4
+    choices = rules.evaluation(fp)
+    assert value(choices, "eval.mode") == "slide" and value(choices, "eval.crop_size") == [1024] * 2
 
 
 def test_flips_follow_layout_and_lighting(tmp_path):
