@@ -336,6 +336,13 @@ def test_ints_become_floats_and_optionals_accept_null_or_value(tmp_path):
         (["loss.class_weight=[1, -2, 1]"], "loss.class_weight = ", ">= 0"),
         (["loss.class_weight=[1, .inf, 1]"], "loss.class_weight = [1.0, inf, 1.0]", "finite"),
         (["loss.backend=cuda"], "loss.backend = 'cuda'", "auto, torch, triton"),
+        (["loss.upsample=inside"], "loss.upsample = 'inside'", "outside, fused"),
+        (["loss.upsample=fused"], "loss.upsample = 'fused'", "Unet decodes to full resolution"),
+        (
+            ["loss.upsample=fused", "model.arch=FPN", "model.kwargs.upsampling=4"],
+            "model.kwargs.upsampling = 4",
+            "clashes with loss.upsample=fused",
+        ),
         (["optimizer.type=adam"], "optimizer.type = 'adam'", "adamw, sgd"),
         (["optimizer.lr=0"], "optimizer.lr = 0.0", "> 0"),
         (["optimizer.momentum=1"], "optimizer.momentum = 1.0", "[0, 1)"),
@@ -370,6 +377,9 @@ def test_good_edge_values_pass(tmp_path):
         "runtime.device=cuda:3",
         "schedule.warmup_iters=1000",
         "schedule.min_lr=0.001",
+        "loss.upsample=fused",
+        "model.arch=deeplabv3+",
+        "model.kwargs.upsampling=1",
     ]
     cfg = config.load(write(tmp_path / "c.yaml", ""), overrides)
     assert cfg.runtime.device == "cuda:3" and cfg.data.ignore_index == -100

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from segmentation_models_pytorch.losses import LovaszLoss
 from torch import nn
 
@@ -126,3 +127,31 @@ def test_config_weight_builds_the_training_objective():
     assert isinstance(objective.base, nn.Module)
     with pytest.raises(config.ConfigError, match="lovasz_weight"):
         config.from_dict({"loss": {"lovasz_weight": -0.5}})
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_with_an_upsampling_base_the_term_sees_the_interpolated_logits(align_corners):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 7, requires_grad=True)
+    labels = torch.randint(0, 4, (2, 19, 26))
+    labels[0, :3] = 255
+    base = LabelSmoothSoftmaxCE(0.1, upsample="bilinear", align_corners=align_corners)
+    combined = PlusLovasz(base, 0.5)(logits, labels)
+    full = F.interpolate(logits, size=(19, 26), mode="bilinear", align_corners=align_corners)
+    # PyTorch's cross-entropy and smp's Lovász loss on the upsampled logits
+    expected = F.cross_entropy(full, labels, ignore_index=255, label_smoothing=0.1)
+    expected = expected + 0.5 * LovaszLoss("multiclass", ignore_index=255)(full, labels)
+    torch.testing.assert_close(combined, expected, rtol=1e-5, atol=1e-6)
+    (grad,) = torch.autograd.grad(combined, logits)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_config_builds_an_upsampling_objective_and_a_plain_criterion():
+    cfg = config.from_dict(
+        {"model": {"arch": "FPN"}, "loss": {"upsample": "fused", "lovasz_weight": 1.0}}
+    )
+    criterion = build_criterion(cfg)
+    objective = build_objective(cfg, criterion)
+    assert criterion.upsample is None  # evaluation scores full-resolution predictions
+    assert objective.base.upsample == "bilinear" and objective.base.align_corners is True

@@ -172,7 +172,7 @@ def run_variant(
     runtime.seed_everything(cfg.runtime.seed)
     if variant.compile:
         torch.compiler.reset()
-    model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+    model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.loss.upsample)
     model = model.to(device, memory_format=memory_format)
     train_model = torch.compile(model) if variant.compile else model
     criterion = build_objective(cfg, build_criterion(cfg).to(device))

@@ -93,7 +93,7 @@ def load_model(
     holds every weight.
     """
     model_cfg = dataclasses.replace(cfg.model, encoder_weights=None)
-    model = build_model(model_cfg, cfg.data.in_channels, cfg.data.num_classes)
+    model = build_model(model_cfg, cfg.data.in_channels, cfg.data.num_classes, cfg.loss.upsample)
     source = checkpoint.load_weights(model, checkpoint_path)
     return model.to(device).eval(), source
 

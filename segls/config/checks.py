@@ -16,7 +16,13 @@ from segls.config.schema import OPTIMIZER_TYPES, Config
 from segls.data.layouts import CITYSCAPES_LABELS, LAYOUTS
 from segls.data.transforms import SCALINGS
 from segls.losses.checks import BACKENDS
-from segls.models.factory import RESERVED_KWARGS
+from segls.models.factory import (
+    LOSS_UPSAMPLE,
+    RESERVED_KWARGS,
+    fused_clash,
+    fused_without_head_upsampling,
+    has_head_upsampling,
+)
 from segls.models.inference import MODES
 from segls.runtime.device import AMP_DTYPES
 
@@ -28,6 +34,7 @@ _CHOICES = {
     "data.cityscapes_labels": CITYSCAPES_LABELS,
     "data.scaling": SCALINGS,
     "loss.backend": BACKENDS,
+    "loss.upsample": LOSS_UPSAMPLE,
     "optimizer.type": OPTIMIZER_TYPES,
     "runtime.amp": tuple(AMP_DTYPES),
     "eval.mode": MODES,
@@ -114,6 +121,7 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "loss.class_weight", len(weights) in (0, classes), f"give {per_class}, or null"
     finite = all(0 <= weight < float("inf") for weight in weights)
     yield "loss.class_weight", finite, "weights must be finite and >= 0"
+    yield from _fused_upsampling_checks(cfg)
     yield "optimizer.lr", opt.lr > 0, "the learning rate must be > 0"
     yield "optimizer.momentum", _in_unit(opt.momentum, upper_open=True), "use a value in [0, 1)"
     betas_ok = len(opt.betas) == 2 and all(_in_unit(b, upper_open=True) for b in opt.betas)
@@ -133,6 +141,17 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "runtime.device", device_ok, "use auto, cpu, cuda or cuda:N"
     yield "runtime.seed", 0 <= cfg.runtime.seed < 2**32, "use a value in [0, 2**32)"
     yield from _eval_checks(cfg)
+
+
+def _fused_upsampling_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
+    """(key, ok, what to do) for ``loss.upsample: fused``: a head that upsamples, at its default."""
+    if cfg.loss.upsample != "fused":
+        return
+    arch, kwargs = cfg.model.arch, cfg.model.kwargs or {}
+    has_one = has_head_upsampling(arch) is not False  # an unknown arch fails at build_model
+    yield "loss.upsample", has_one, fused_without_head_upsampling(arch)
+    clash = "upsampling" in kwargs and kwargs["upsampling"] != 1
+    yield "model.kwargs.upsampling", not clash, fused_clash(kwargs.get("upsampling"))
 
 
 def _eval_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:

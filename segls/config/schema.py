@@ -76,6 +76,7 @@ class LossConfig:
     backend: str = "auto"
     check_labels: bool = True
     lovasz_weight: float = 0.0
+    upsample: str = "outside"
 
 
 # optimizer.type: segls.train.optim builds these (it sits above the config, so they live here).

@@ -16,6 +16,7 @@ megapixel batches.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segls.losses.checks import check_inputs, in_class_range, labelled_mask, raise_bad_labels
@@ -77,7 +78,10 @@ class PlusLovasz(nn.Module):
     """``base(logits, labels) + weight * lovasz_softmax(logits, labels)``.
 
     The labels are checked once, by ``base`` (the cross-entropy); the Lovász term treats
-    labels outside [0, C) as ignored, as an unchecked cross-entropy does.
+    labels outside [0, C) as ignored, as an unchecked cross-entropy does. When ``base``
+    upsamples the logits (``upsample='bilinear'``), the Lovász term is computed on the logits
+    ``F.interpolate`` upsamples to the labels' size with the base's ``align_corners``: it
+    sorts every full-resolution pixel, so it needs them all at once.
     """
 
     def __init__(self, base: nn.Module, weight: float, ignore_index: int = 255) -> None:
@@ -90,6 +94,11 @@ class PlusLovasz(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         loss = self.base(logits, labels)
+        upsample = getattr(self.base, "upsample", None)
+        if upsample is not None:
+            logits = F.interpolate(
+                logits, size=labels.shape[-2:], mode=upsample, align_corners=self.base.align_corners
+            )
         return loss + self.weight * lovasz_softmax(
             logits, labels, self.ignore_index, check_labels=False
         )

@@ -30,6 +30,25 @@ ARCHS: dict[str, type[nn.Module]] = {
 
 ENCODER_ALIASES = {"efficientnet-lite0": weights.LITE0_ENCODER}
 
+# Where the loss's full-resolution logits come from (loss.upsample): the model's head
+# upsamples them ("outside" the loss), or the loss upsamples the head's (see `build_model`).
+LOSS_UPSAMPLE = ("outside", "fused")
+
+# The architectures whose smp head ends in a bilinear upsampling (x4, PSPNet and DeepLabV3 x8),
+# which the constructor argument `upsampling` sets. Their SegmentationHead upsamples with
+# nn.Upsample(mode="bilinear", align_corners=True); Unet, UnetPlusPlus, Linknet and MAnet
+# decode to full resolution and have none.
+HEAD_UPSAMPLING_ARCHS = (
+    smp.FPN,
+    smp.PAN,
+    smp.UPerNet,
+    smp.Segformer,
+    smp.DeepLabV3Plus,
+    smp.PSPNet,
+    smp.DeepLabV3,
+)
+HEAD_ALIGN_CORNERS = True
+
 # Constructor arguments that build_model sets itself, and where to set them instead.
 RESERVED_KWARGS = {
     "encoder_name": "set model.encoder",
@@ -41,16 +60,22 @@ RESERVED_KWARGS = {
 }
 
 
-def build_model(model_cfg: Any, in_channels: int, num_classes: int) -> nn.Module:
+def build_model(
+    model_cfg: Any, in_channels: int, num_classes: int, loss_upsample: str = "outside"
+) -> nn.Module:
     """An smp model whose forward maps N×in_channels×H×W images to N×num_classes×H×W logits.
 
     model_cfg is a ModelConfig or any object with arch, encoder, encoder_weights and kwargs.
     Nothing is downloaded: smp always gets encoder_weights=None and the weights, if any,
-    are loaded from local files afterwards (see `segls.models.weights`).
+    are loaded from local files afterwards (see `segls.models.weights`). With
+    `loss_upsample` "fused" the head is built without its final upsampling (``upsampling=1``)
+    and the logits are at 1/4 or 1/8 of the images' size: the loss upsamples them, and
+    `segls.models.forward_padded` for predictions. The weights are the same either way.
     """
     arch_class = arch_class_for(model_cfg.arch)
     encoder_name = resolve_encoder(model_cfg.encoder)
     kwargs = check_kwargs(arch_class, model_cfg.kwargs)
+    kwargs.update(head_kwargs(arch_class, kwargs, loss_upsample))
     for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -126,6 +151,46 @@ def resolve_encoder(encoder: str) -> str:
         f"unknown model.encoder {encoder!r}.{suggestion} Valid names: "
         "smp.encoders.get_encoder_names(), 'efficientnet-lite0', or any timm model as 'tu-<name>'."
     )
+
+
+def head_kwargs(arch_class: type[nn.Module], kwargs: dict, loss_upsample: str) -> dict:
+    """The constructor arguments that `loss_upsample` adds: ``upsampling=1`` when "fused"."""
+    if loss_upsample not in LOSS_UPSAMPLE:
+        raise ValueError(
+            f"loss.upsample must be one of {', '.join(LOSS_UPSAMPLE)}; got {loss_upsample!r}"
+        )
+    if loss_upsample == "outside":
+        return {}
+    if arch_class not in HEAD_UPSAMPLING_ARCHS:
+        raise ValueError(fused_without_head_upsampling(arch_class.__name__))
+    if "upsampling" in kwargs and kwargs["upsampling"] != 1:
+        raise ValueError(fused_clash(kwargs["upsampling"]))
+    return {"upsampling": 1}
+
+
+def fused_without_head_upsampling(arch: str) -> str:
+    """Why loss.upsample=fused is refused for an architecture whose head does not upsample."""
+    fused = ", ".join(cls.__name__ for cls in HEAD_UPSAMPLING_ARCHS)
+    return (
+        f"loss.upsample=fused needs a head that upsamples its logits; {arch} decodes to full "
+        f"resolution, so there is nothing to fuse and nothing to gain. Use loss.upsample=outside, "
+        f"or an architecture with one: {fused}"
+    )
+
+
+def fused_clash(upsampling: Any) -> str:
+    """Why an explicit model.kwargs.upsampling is refused with loss.upsample=fused."""
+    return (
+        f"model.kwargs.upsampling = {upsampling!r} clashes with loss.upsample=fused, which builds "
+        "the head with upsampling=1 and upsamples in the loss: remove model.kwargs.upsampling, "
+        "or use loss.upsample=outside"
+    )
+
+
+def has_head_upsampling(arch: str) -> bool | None:
+    """Whether the architecture's smp head upsamples (None for a name that is not known)."""
+    arch_class = ARCHS.get(str(arch).strip().lower())
+    return None if arch_class is None else arch_class in HEAD_UPSAMPLING_ARCHS
 
 
 def check_kwargs(arch_class: type[nn.Module], kwargs: dict | None) -> dict:

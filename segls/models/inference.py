@@ -32,12 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segls.models.factory import HEAD_ALIGN_CORNERS
 from segls.runtime import autocast
 
 __all__ = [
     "MODES",
     "InferenceSettings",
     "forward_padded",
+    "full_resolution",
     "output_stride",
     "predict_logits",
     "settings_from_config",
@@ -60,8 +62,21 @@ def output_stride(model: nn.Module) -> int:
     return int(stride)
 
 
+def full_resolution(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """`logits` at `size` (the input's H×W): as they are, or upsampled as smp's heads do.
+
+    A model built for ``loss.upsample: fused`` (`segls.models.build_model`) returns its
+    logits at 1/4 or 1/8 of the input; every prediction upsamples them here, bilinearly with
+    the head's ``align_corners=True``, which gives what the head with its upsampling returns.
+    """
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=HEAD_ALIGN_CORNERS)
+
+
 def forward_padded(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Logits for images of any size: pad to the output stride, forward, crop back.
+    """Logits at the images' size for images of any size: pad to the output stride, forward,
+    upsample to the padded size (`full_resolution`), crop back.
 
     Padding goes at the bottom and right, reflecting the image where it is larger than the
     padding and with zeros where it is not.
@@ -72,10 +87,10 @@ def forward_padded(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     height, width = images.shape[-2:]
     pad_h, pad_w = -height % stride, -width % stride
     if pad_h == 0 and pad_w == 0:
-        return model(images)
+        return full_resolution(model(images), (height, width))
     mode = "reflect" if pad_h < height and pad_w < width else "constant"
     logits = model(F.pad(images, (0, pad_w, 0, pad_h), mode=mode))
-    return logits[..., :height, :width]
+    return full_resolution(logits, (height + pad_h, width + pad_w))[..., :height, :width]
 
 
 def _positive_pair(value: Sequence[int] | None, name: str) -> tuple[int, int]:

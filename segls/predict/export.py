@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segls.io import write_through_path
-from segls.models import forward_padded, output_stride
+from segls.models import forward_padded, full_resolution, output_stride
 
 __all__ = ["INSTALL_HINT", "TOLERANCE", "PaddedModel", "export_onnx", "require", "verify"]
 
@@ -45,7 +45,7 @@ def require(*packages: str) -> None:
 
 
 class PaddedModel(nn.Module):
-    """`model` that pads its input to a multiple of `stride` (reflecting) and crops the output."""
+    """`model` on input padded to a multiple of `stride`, logits at full resolution, cropped."""
 
     def __init__(self, model: nn.Module, stride: int) -> None:
         super().__init__()
@@ -57,7 +57,8 @@ class PaddedModel(nn.Module):
         pad_h = (self.stride - height % self.stride) % self.stride
         pad_w = (self.stride - width % self.stride) % self.stride
         padded = F.pad(images, (0, pad_w, 0, pad_h), mode="reflect")
-        return self.model(padded)[..., :height, :width]
+        logits = full_resolution(self.model(padded), padded.shape[-2:])
+        return logits[..., :height, :width]
 
 
 def export_onnx(

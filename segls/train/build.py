@@ -18,6 +18,7 @@ from segls.data import InfiniteLoader, build_loaders
 from segls.data import sample as sample_data
 from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
 from segls.models import InferenceSettings, build_model, settings_from_config
+from segls.models.factory import HEAD_ALIGN_CORNERS
 from segls.predict import build_criterion
 from segls.runtime import distributed
 from segls.train.faults import StopSignals
@@ -33,9 +34,14 @@ def build_objective(cfg: Config, criterion: LabelSmoothSoftmaxCE) -> nn.Module:
     Evaluation reports the criterion alone, so validation losses stay comparable across runs.
     Training's labels were checked as their masks were read (`segls.data.LabelMapper`), so
     the objective does not check them again: on CUDA that costs a host sync every step.
+    With ``loss.upsample: fused`` the model's logits are at 1/4 or 1/8 of the labels' size
+    and the objective upsamples them itself, as the head would have (bilinear,
+    ``align_corners=True``); the Lovász term gets them upsampled too (`segls.losses.PlusLovasz`).
     """
     unchecked = copy.copy(criterion)
     unchecked.check_labels = False
+    if cfg.loss.upsample == "fused":
+        unchecked.upsample, unchecked.align_corners = "bilinear", HEAD_ALIGN_CORNERS
     if cfg.loss.lovasz_weight > 0:
         return PlusLovasz(unchecked, cfg.loss.lovasz_weight, cfg.data.ignore_index)
     return unchecked
@@ -107,7 +113,9 @@ def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
         distributed.barrier()
         train_loader, val_loader = build_loaders(cfg, context.rank, context.world_size)
         memory_format = torch.channels_last if cfg.runtime.channels_last else torch.preserve_format
-        model = build_model(cfg.model, cfg.data.in_channels, cfg.data.num_classes)
+        model = build_model(
+            cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.loss.upsample
+        )
         model = model.to(context.device, memory_format=memory_format)
         model = distributed.convert_sync_bn(model, cfg.runtime.sync_bn, context)
         train_model = distributed.wrap_ddp(model, context)
