@@ -148,3 +148,17 @@ def test_cli_runs_a_config_file_with_overrides_and_writes_json(tmp_path, capsys)
     saved = json.loads(out.read_text())
     assert saved["environment"]["batch"] == 3
     assert [row["variant"] for row in saved["rows"]] == ["fp32", "fp16"]
+
+
+def test_fused_variant_trains_a_head_without_upsampling_and_is_skipped_for_unet():
+    assert bench.parse_variant("fp32+fused") == bench.Variant(loss_upsample="fused")
+    assert bench.parse_variant("fp32+fused").name == "fp32+fused"
+    tree = tiny_tree()
+    tree["model"] = {"arch": "FPN", "encoder": "tu-test_resnet", "kwargs": {}}
+    tree["data"]["crop_size"] = [64, 64]
+    variants = [bench.Variant(), bench.Variant(loss_upsample="fused")]
+    outside, fused = bench.benchmark(config.from_dict(tree), variants, iters=1, warmup=0)
+    assert outside["status"] == fused["status"] == "ok"
+    assert fused["loss"] == pytest.approx(outside["loss"], rel=1e-5)  # the same first step
+    unet = bench.benchmark(config.from_dict(tiny_tree()), variants[1:], iters=1, warmup=0)
+    assert unet[0]["status"] == "skipped (Unet has no head upsampling to fuse)"

@@ -1,7 +1,9 @@
 """Training-throughput benchmark: images/s and peak memory of a training step, per variant.
 
 A variant combines the switches that change speed, not the maths: precision (fp32, fp16,
-bf16), channels_last, torch.compile and the loss backend (torch, triton). Each variant trains
+bf16), channels_last, torch.compile, the loss backend (torch, triton) and where the logits
+are upsampled (``fused``: ``loss.upsample: fused``, for architectures whose head upsamples;
+without it ``outside``, whatever the config says). Each variant trains
 a fresh model (same seed) on one random batch of the config's crop and batch size through
 `segls.train.train_one_iter`, as training does; no dataset is needed. Variants the device
 cannot run are reported as skipped, never measured.
@@ -26,6 +28,7 @@ from segls import runtime
 from segls.bench.memory import peak_mib, release_freed_memory, reset_peak
 from segls.config import Config, ConfigError
 from segls.models import build_model
+from segls.models.factory import has_head_upsampling
 from segls.predict import build_criterion
 from segls.train import build_objective, train_one_iter
 from segls.train.optim import build_optimizer, learning_rate, set_lr
@@ -53,6 +56,7 @@ _TOKENS = {
     "compile": ("compile", True),
     "triton": ("loss_backend", "triton"),
     "torch": ("loss_backend", "torch"),
+    "fused": ("loss_upsample", "fused"),
 }
 
 
@@ -64,6 +68,7 @@ class Variant:
     channels_last: bool = False
     compile: bool = False
     loss_backend: str = "torch"
+    loss_upsample: str = "outside"
 
     @property
     def name(self) -> str:
@@ -72,11 +77,13 @@ class Variant:
         parts += ["channels_last"] if self.channels_last else []
         parts += ["compile"] if self.compile else []
         parts += ["triton"] if self.loss_backend == "triton" else []
+        parts += ["fused"] if self.loss_upsample == "fused" else []
         return "+".join(parts)
 
 
 def parse_variant(spec: str) -> Variant:
-    """A Variant from ``+``-joined tokens: fp32|fp16|bf16, channels_last, compile, torch|triton."""
+    """A Variant from ``+``-joined tokens: fp32|fp16|bf16, channels_last, compile, torch|triton,
+    fused."""
     fields: dict = {}
     for token in spec.lower().split("+"):
         if token not in _TOKENS:
@@ -92,7 +99,7 @@ def parse_variant(spec: str) -> Variant:
 
 
 def all_variants() -> list[Variant]:
-    """The full cartesian product of the switches (24 variants)."""
+    """The full cartesian product of the switches but ``fused`` (24 variants)."""
     grid = itertools.product(runtime.AMP_DTYPES, (False, True), (False, True))
     return [
         Variant(amp, channels_last, compiled, backend)
@@ -140,6 +147,13 @@ def skip_reason(variant: Variant, device: torch.device, allow_compile: bool) -> 
     return None
 
 
+def _upsample_skip(cfg: Config, variant: Variant) -> str | None:
+    """Why a ``fused`` variant cannot run with the config's architecture, or None."""
+    if variant.loss_upsample == "fused" and has_head_upsampling(cfg.model.arch) is False:
+        return f"{cfg.model.arch} has no head upsampling to fuse"
+    return None
+
+
 def random_batch(
     cfg: Config, device: torch.device, memory_format: torch.memory_format = torch.preserve_format
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,6 +181,7 @@ def run_variant(
     """Train a fresh model for `warmup` + `iters` steps; measure the last `iters`."""
     cfg = copy.deepcopy(cfg)
     cfg.loss.backend = variant.loss_backend
+    cfg.loss.upsample = variant.loss_upsample
     amp_dtype = runtime.amp_dtype(variant.amp, device)
     memory_format = torch.channels_last if variant.channels_last else torch.preserve_format
     runtime.seed_everything(cfg.runtime.seed)
@@ -230,7 +245,7 @@ def benchmark(
     rows, baseline = [], None
     for variant in variants:
         row = {"variant": variant.name, **vars(variant), "iters": iters, "warmup": warmup}
-        reason = skip_reason(variant, device, allow_compile)
+        reason = skip_reason(variant, device, allow_compile) or _upsample_skip(cfg, variant)
         if reason is not None:
             rows.append({**row, "status": f"skipped ({reason})"})
             continue

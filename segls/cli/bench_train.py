@@ -5,9 +5,10 @@
 
 Each variant trains a fresh model on random input at the config's crop and batch size (see
 segls/bench/throughput.py). A SPEC joins parts with '+': fp32|fp16|bf16, channels_last, compile,
-torch|triton (loss backend), e.g. bf16+channels_last+triton; 'all' is every combination,
-'default' (the default) a readable grid for the device. Compiled variants run on CUDA by
-default and on the CPU only with --compile. Overrides apply on top of CONFIG, e.g.
+torch|triton (loss backend), fused (loss.upsample=fused; without it outside), e.g.
+bf16+channels_last+triton or fp32+fused; 'all' is every combination but fused, 'default' (the
+default) a readable grid for the device. Compiled variants run on CUDA by default and on the
+CPU only with --compile. Overrides apply on top of CONFIG, e.g.
 data.batch_size=16 runtime.device=cpu.
 """
 
