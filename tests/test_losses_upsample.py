@@ -323,4 +323,6 @@ def test_readme_example_runs_offline():
     assert namespace["full"].shape == (2, 19, *labels.shape[-2:])
     expected = composite(namespace["logits"].detach().double(), labels, True, label_smoothing=0.1)
     assert namespace["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert namespace["model"].segmentation_head[0].weight.grad is not None
+    assert namespace["seg_pred"].shape == (2, 19, *labels.shape[-2:])
     assert set(namespace["losses"]) == {"loss_ce"}
