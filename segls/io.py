@@ -20,11 +20,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "append_text",
@@ -117,8 +119,8 @@ def json_safe(value: object) -> object:
 
 
 def _plain(value: object) -> object:
-    """Tensors and NumPy values as Python numbers or lists, for `json.dumps`."""
-    if isinstance(value, torch.Tensor | np.ndarray | np.generic):
+    """Tensors and NumPy values (anything with ``tolist``) as numbers or lists, for `json.dumps`."""
+    if callable(getattr(value, "tolist", None)):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
@@ -150,13 +152,14 @@ def encode_png(array: np.ndarray, compression: int | None = None) -> bytes:
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> None:
-    """Write an H×W or H×W×3 RGB uint8 (or H×W uint16) array or tensor as a PNG."""
-    array = image.numpy() if isinstance(image, torch.Tensor) else image
-    write_bytes(path, encode_png(array))
+    """Write an H×W or H×W×3 RGB uint8 (or H×W uint16) array or CPU tensor as a PNG."""
+    write_bytes(path, encode_png(np.asarray(image)))
 
 
 def write_torch(path: str | os.PathLike, obj: object) -> None:
     """Write `obj` with ``torch.save`` (a checkpoint, a state dict)."""
+    import torch  # here only: the config writes its YAML through this module without torch
+
     write_atomic(path, lambda handle: torch.save(obj, handle))
 
 

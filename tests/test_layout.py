@@ -5,12 +5,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import torch
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The rooms of segls from the bottom up; a room imports only rooms in lower layers.
-# "segls" is the package itself (__version__, ConfigError).
+# "segls" is the package itself (__version__, ConfigError); "lazy" its packages' lazy exports.
 LAYERS = [
-    {"segls", "io", "losses", "metrics"},
+    {"segls", "io", "lazy", "losses", "metrics"},
     {"runtime"},
     {"data", "models"},
     {"config"},
@@ -137,3 +139,20 @@ def test_tools_are_thin():
         lines = path.read_text(encoding="utf-8").splitlines()
         assert len(lines) <= MAX_FUNCTION_LINES, path
         assert f"from segls.cli.{path.stem} import run" in lines, path
+
+
+def test_lazy_packages_export_every_name_they_list_and_agree_with_their_names_modules():
+    import importlib
+
+    for package in ("segls.data", "segls.models", "segls.runtime", "segls.losses"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, (package, name)
+    from segls.data.layouts import LAYOUTS
+    from segls.data.names import LAYOUT_NAMES
+    from segls.runtime.device import AMP_DTYPES
+    from segls.runtime.names import AMP_MODES
+
+    assert tuple(LAYOUTS) == LAYOUT_NAMES
+    assert tuple(AMP_DTYPES) == AMP_MODES
+    assert list(AMP_DTYPES.values()) == [None, torch.float16, torch.bfloat16]

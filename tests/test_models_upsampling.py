@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from segls.models import InferenceSettings, build_model, forward_padded, predict_logits
-from segls.models.factory import HEAD_UPSAMPLING_ARCHS, has_head_upsampling
+from segls.models.factory import HEAD_UPSAMPLING_ARCHS
+from segls.models.names import has_head_upsampling
 
 # Each arch's final upsampling factor, from smp's constructor defaults.
 FACTORS = {

@@ -28,7 +28,7 @@ from segls import runtime
 from segls.bench.memory import peak_mib, release_freed_memory, reset_peak
 from segls.config import Config, ConfigError
 from segls.models import build_model
-from segls.models.factory import has_head_upsampling
+from segls.models.names import has_head_upsampling
 from segls.predict import build_criterion
 from segls.train import build_objective, train_one_iter
 from segls.train.optim import build_optimizer, learning_rate, set_lr

@@ -1,43 +1,39 @@
-"""What the command lines share: overrides, inference flags, the model for inference, errors.
+"""What the command lines share: overrides, inference flags, errors.
 
 The inference flags (``--mode slide --crop 512 512 --flip --amp bf16`` ...) are only a
 shorter way to write ``eval.*`` and ``runtime.amp`` overrides: `inference_overrides` turns
 them into ``key.path=value`` strings that go through `segls.config.load` like any other,
 so the config stays the one source of truth and its checks apply to the flags too.
+
+Nothing here imports torch: a command loads and checks its config first and imports the
+training or inference stack after, so a mistyped key is reported in a fraction of a second
+(tests/test_cli_startup.py). The model for inference is `segls.cli.inference`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import sys
 from collections.abc import Callable
-from typing import NamedTuple
 
-import torch
-from torch import nn
-
-from segls import config, runtime
+from segls import config
 from segls.config import Config, ConfigError
-from segls.data import DataError
-from segls.models import MODES, InferenceSettings, build_model, settings_from_config
-from segls.train import CheckpointError, TrainingInterrupted, checkpoint
+from segls.models.names import MODES
+from segls.runtime.names import AMP_MODES
 
 __all__ = [
-    "USER_ERRORS",
-    "InferenceSetup",
     "add_inference_arguments",
     "inference_overrides",
-    "load_model",
+    "load_config",
     "pull_overrides",
     "run_command",
-    "setup_inference",
+    "training_errors",
+    "user_errors",
 ]
 
-# Errors whose message tells the user what to change: printed as one line, exit status 1.
-USER_ERRORS = (ConfigError, CheckpointError, DataError)
+Errors = Callable[[], tuple[type[Exception], ...]]
 
 _OVERRIDE_RE = re.compile(r"[A-Za-z_]\w*(\.\w+)+=")
 
@@ -62,7 +58,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stride", nargs=2, type=int, metavar=("H", "W"), help="eval.stride")
     group.add_argument("--flip", action="store_true", help="eval.flip=true")
     group.add_argument("--scales", nargs="+", type=float, metavar="S", help="eval.scales")
-    group.add_argument("--amp", choices=tuple(runtime.AMP_DTYPES), help="runtime.amp")
+    group.add_argument("--amp", choices=AMP_MODES, help="runtime.amp")
 
 
 def inference_overrides(args: argparse.Namespace) -> list[str]:
@@ -83,40 +79,28 @@ def inference_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def load_model(
-    cfg: Config, checkpoint_path: str | os.PathLike, device: torch.device
-) -> tuple[nn.Module, str]:
-    """The config's model with the checkpoint's weights, in eval mode on `device`.
+def load_config(args: argparse.Namespace) -> Config:
+    """CONFIG with the overrides and the inference flags of a command line, checked."""
+    return config.load(args.config, [*args.overrides, *inference_overrides(args)])
 
-    Returns the model and which weights were loaded ("ema", "model" or "state_dict"; see
-    `segls.train.checkpoint.load_weights`). No pretrained encoder file is read: the checkpoint
-    holds every weight.
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """ConfigError, CheckpointError and DataError: their messages say what to change.
+
+    Looked up only while an error is handled: the last two live beside torch, which a
+    command has imported by the time it can raise them.
     """
-    model_cfg = dataclasses.replace(cfg.model, encoder_weights=None)
-    model = build_model(model_cfg, cfg.data.in_channels, cfg.data.num_classes, cfg.loss.upsample)
-    source = checkpoint.load_weights(model, checkpoint_path)
-    return model.to(device).eval(), source
+    from segls.data import DataError
+    from segls.train import CheckpointError
+
+    return ConfigError, CheckpointError, DataError
 
 
-class InferenceSetup(NamedTuple):
-    """What tools/test.py and tools/infer.py build from their arguments before predicting."""
+def training_errors() -> tuple[type[Exception], ...]:
+    """`user_errors` and NonFiniteError (training stopped on inf/NaN losses)."""
+    from segls.train import NonFiniteError
 
-    cfg: Config
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    settings: InferenceSettings
-    model: nn.Module
-    weights: str
-
-
-def setup_inference(args: argparse.Namespace) -> InferenceSetup:
-    """Config (with overrides and inference flags), device, amp, inference mode and model."""
-    cfg = config.load(args.config, [*args.overrides, *inference_overrides(args)])
-    device = runtime.configure(cfg.runtime)
-    amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
-    settings = settings_from_config(cfg)
-    model, weights = load_model(cfg, args.checkpoint, device)
-    return InferenceSetup(cfg, device, amp_dtype, settings, model, weights)
+    return (*user_errors(), NonFiniteError)
 
 
 def _rank_prefix() -> str:
@@ -130,21 +114,30 @@ def _rank_prefix() -> str:
 def run_command(
     main: Callable[[list[str] | None], object],
     argv: list[str] | None = None,
-    errors: tuple[type[BaseException], ...] = USER_ERRORS,
+    errors: Errors = user_errors,
 ) -> int:
     """Run a command's `main(argv)` and return its exit status.
 
-    `errors` are printed as one line (``error: ...``) with status 1; a run stopped by
-    SIGTERM/SIGINT (after its checkpoint) exits with 128 + the signal number, as the shell
-    reports a process killed by that signal. A `main` that returns an int returns the status.
+    ConfigError and the errors `errors()` names are printed as one line (``error: ...``)
+    with status 1; `errors` is called only when something was raised, so that a bad config
+    is reported before torch is imported. A run stopped by SIGTERM/SIGINT (after its
+    checkpoint) exits with 128 + the signal number, as the shell reports a process killed by
+    that signal. A `main` that returns an int returns the status.
     """
     prefix = _rank_prefix()
     try:
         result = main(argv)
-    except errors as error:
+    except ConfigError as error:
         print(f"{prefix}error: {error}", file=sys.stderr)
         return 1
-    except TrainingInterrupted as stop:
-        print(f"{prefix}{stop}", file=sys.stderr)
-        return stop.exit_code
+    except Exception as error:
+        if isinstance(error, errors()):
+            print(f"{prefix}error: {error}", file=sys.stderr)
+            return 1
+        from segls.train import TrainingInterrupted
+
+        if not isinstance(error, TrainingInterrupted):
+            raise
+        print(f"{prefix}{error}", file=sys.stderr)
+        return error.exit_code
     return result if type(result) is int else 0

@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segls.bench import smoothing
+from segls import config
 from segls.cli import common
-from segls.train import NonFiniteError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict]:
     """Train or collect the runs, print the table, write the report; returns the summary."""
     args = parse_args(argv)
+    if args.config is not None:
+        config.load(args.config, args.overrides)  # a bad config is reported before torch loads
+    from segls.bench import smoothing
+
     if args.collect:
         out_dir = Path(args.out or "work_dirs/smoothing_collected")
         runs = args.collect
@@ -59,4 +62,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def run(argv: list[str] | None = None) -> int:
     """`main`, with the errors a user can act on printed as one line; returns the exit status."""
-    return common.run_command(main, argv, (*common.USER_ERRORS, NonFiniteError, FileNotFoundError))
+    return common.run_command(main, argv, lambda: (*common.training_errors(), FileNotFoundError))

@@ -16,11 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from segls import config
 from segls.cli import common
-from segls.predict.export import TOLERANCE, export_onnx, require, verify
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,9 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Export (and check) the model; returns the exit code."""
     args = parse_args(argv)
-    require("onnx", "onnxscript", *(() if args.no_verify else ("onnxruntime",)))
     cfg = config.load(args.config, args.overrides)
-    model, weights = common.load_model(cfg, args.checkpoint, torch.device("cpu"))
+    # torch, the model and the exporter, once the config has passed its checks
+    from segls.cli.inference import load_model
+    from segls.predict.export import TOLERANCE, export_onnx, require, verify
+
+    require("onnx", "onnxscript", *(() if args.no_verify else ("onnxruntime",)))
+    model, weights = load_model(cfg, args.checkpoint, "cpu")
     path = export_onnx(model, args.out, cfg.data.in_channels)
     print(f"wrote {path} ({weights} weights, input 'images', output 'logits')")
     if args.no_verify:
@@ -61,4 +62,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """`main`, with the errors a user can act on printed as one line; returns the exit status."""
-    return common.run_command(main, argv, (ImportError, *common.USER_ERRORS))
+    return common.run_command(main, argv, lambda: (ImportError, *common.user_errors()))

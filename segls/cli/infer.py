@@ -20,9 +20,6 @@ import sys
 from pathlib import Path
 
 from segls.cli import common
-from segls.data import DataError
-from segls.predict.files import Predictor, collect_images, unique_names
-from segls.runtime import progress
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,7 +52,14 @@ def _described(path: Path, reason: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Segment the inputs; returns the exit code (1 when any input failed)."""
     args = parse_args(argv)
-    cfg, device, amp_dtype, settings, model, weights = common.setup_inference(args)
+    cfg = common.load_config(args)
+    # torch, the model and the prediction files, once the config has passed its checks
+    from segls.cli.inference import setup_inference
+    from segls.data import DataError
+    from segls.predict.files import Predictor, collect_images, unique_names
+    from segls.runtime import progress
+
+    cfg, device, amp_dtype, settings, model, weights = setup_inference(cfg, args.checkpoint)
     files, failed = collect_images(args.inputs)
     out_dir = Path(args.out)
     predictor = Predictor(

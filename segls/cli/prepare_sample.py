@@ -46,4 +46,4 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """`main`, with the errors a user can act on printed as one line; returns the exit status."""
-    return common.run_command(main, argv, (FileNotFoundError, FileExistsError, ValueError))
+    return common.run_command(main, argv, lambda: (FileNotFoundError, FileExistsError, ValueError))

@@ -19,13 +19,12 @@ import argparse
 import dataclasses
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from segls.cli import common
-from segls.data import build_dataloader, sample
-from segls.metrics import format_table
-from segls.models import InferenceSettings
-from segls.predict import build_criterion, evaluate
-from segls.predict.files import save_masks, write_scores
+
+if TYPE_CHECKING:
+    from segls.models import InferenceSettings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,7 +54,15 @@ def summary(scores: dict, settings: InferenceSettings, amp: str, weights: str, c
 def main(argv: list[str] | None = None) -> dict:
     """Evaluate CHECKPOINT as the arguments say; print, write and return the scores."""
     args = parse_args(argv)
-    cfg, device, amp_dtype, settings, model, weights = common.setup_inference(args)
+    cfg = common.load_config(args)
+    # torch, the model and the evaluation, once the config has passed its checks
+    from segls.cli.inference import setup_inference
+    from segls.data import build_dataloader, sample
+    from segls.metrics import format_table
+    from segls.predict import build_criterion, evaluate
+    from segls.predict.files import save_masks, write_scores
+
+    cfg, device, amp_dtype, settings, model, weights = setup_inference(cfg, args.checkpoint)
     data = cfg.data
     sample.prepare_if_bundled(data.root)
     loader = build_dataloader(data, data.val_split, train=False, seed=cfg.runtime.seed)

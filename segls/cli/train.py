@@ -16,15 +16,17 @@ import os
 from pathlib import Path
 
 from segls import config
-from segls.cli.common import USER_ERRORS, run_command
-from segls.train import NonFiniteError, train
+from segls.cli.common import run_command, training_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; a --resume value that looks like key=value is an override."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="YAML config file")
-    parser.add_argument("--work-dir", help="output directory (default: work_dirs/<config stem>)")
+    parser.add_argument(
+        "--work-dir",
+        help="output directory (default: work_dirs/<config stem>)",
+    )
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -46,9 +48,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = config.load(args.config, args.overrides)
     work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
+    from segls.train import train  # the training stack, once the config has passed its checks
+
     return train(cfg, work_dir, resume=args.resume)
 
 
 def run(argv: list[str] | None = None) -> int:
     """`main`, with the errors a user can act on printed as one line; returns the exit status."""
-    return run_command(main, argv, (*USER_ERRORS, NonFiniteError))
+    return run_command(main, argv, training_errors)

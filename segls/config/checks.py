@@ -13,30 +13,30 @@ from typing import Any
 from segls import ConfigError
 from segls.config.convert import show
 from segls.config.schema import OPTIMIZER_TYPES, Config
-from segls.data.layouts import CITYSCAPES_LABELS, LAYOUTS
-from segls.data.transforms import SCALINGS
-from segls.losses.checks import BACKENDS
-from segls.models.factory import (
+from segls.data.names import CITYSCAPES_LABELS, LAYOUT_NAMES, SCALINGS
+from segls.losses.names import BACKENDS
+from segls.models.names import (
     LOSS_UPSAMPLE,
+    MODES,
     RESERVED_KWARGS,
     fused_clash,
     fused_without_head_upsampling,
     has_head_upsampling,
 )
-from segls.models.inference import MODES
-from segls.runtime.device import AMP_DTYPES
+from segls.runtime.names import AMP_MODES
 
 __all__ = ["check", "lookup"]
 
-# The allowed values of each choice, exported by the code that uses the value.
+# The allowed values of each choice, exported by the package that uses the value (from a
+# names module that imports nothing heavy, so that a config is checked before torch loads).
 _CHOICES = {
-    "data.format": tuple(LAYOUTS),
+    "data.format": LAYOUT_NAMES,
     "data.cityscapes_labels": CITYSCAPES_LABELS,
     "data.scaling": SCALINGS,
     "loss.backend": BACKENDS,
     "loss.upsample": LOSS_UPSAMPLE,
     "optimizer.type": OPTIMIZER_TYPES,
-    "runtime.amp": tuple(AMP_DTYPES),
+    "runtime.amp": AMP_MODES,
     "eval.mode": MODES,
 }
 _MINIMUM = {

@@ -1,14 +1,14 @@
 """The experiment schema: one typed dataclass per config section, with every default.
 
 configs/README.md documents each key; `segls.config.checks` says which values are allowed.
-The loss's default smoothing is the loss's own (`segls.losses.checks.DEFAULT_LB_SMOOTH`).
+The loss's default smoothing is the loss's own (`segls.losses.names.DEFAULT_LB_SMOOTH`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from segls.losses.checks import DEFAULT_LB_SMOOTH
+from segls.losses.names import DEFAULT_LB_SMOOTH
 
 __all__ = [
     "OPTIMIZER_TYPES",

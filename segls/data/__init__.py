@@ -8,36 +8,27 @@
 
 from __future__ import annotations
 
-from segls.data.classes import bit_palette, resolve_classes
-from segls.data.datasets import LabelMapper, SegDataset, build_dataset
-from segls.data.layouts import LAYOUTS
-from segls.data.loaders import (
-    InfiniteLoader,
-    ShardSampler,
-    augmentation_seed,
-    build_dataloader,
-    build_loaders,
-)
-from segls.data.readers import DataError, read_image, read_mask
-from segls.data.stats import channel_stats
-from segls.data.transforms import SegTransform, build_transform
+from segls.lazy import lazy_exports
 
-__all__ = [
-    "LAYOUTS",
-    "DataError",
-    "InfiniteLoader",
-    "LabelMapper",
-    "SegDataset",
-    "SegTransform",
-    "ShardSampler",
-    "augmentation_seed",
-    "bit_palette",
-    "build_dataloader",
-    "build_dataset",
-    "build_loaders",
-    "build_transform",
-    "channel_stats",
-    "read_image",
-    "read_mask",
-    "resolve_classes",
-]
+# Loaded on first use, so that the config's import of `segls.data.names` stays light.
+_SOURCES = {
+    "LAYOUTS": "layouts",
+    "DataError": "readers",
+    "InfiniteLoader": "loaders",
+    "LabelMapper": "datasets",
+    "SegDataset": "datasets",
+    "SegTransform": "transforms",
+    "ShardSampler": "loaders",
+    "augmentation_seed": "loaders",
+    "bit_palette": "classes",
+    "build_dataloader": "loaders",
+    "build_dataset": "datasets",
+    "build_loaders": "loaders",
+    "build_transform": "transforms",
+    "channel_stats": "stats",
+    "read_image": "readers",
+    "read_mask": "readers",
+    "resolve_classes": "classes",
+}
+__all__ = sorted(_SOURCES)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

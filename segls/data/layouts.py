@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 Pairs = tuple[list[Path], list[Path]]
 ADE20K_SPLITS = {"train": "training", "val": "validation"}
-CITYSCAPES_LABELS = ("labelTrainIds", "labelIds")  # the mask files data.cityscapes_labels names
 MAX_NAMED = 10
 
 

@@ -25,7 +25,6 @@ from segls.data.readers import dtype_max
 if TYPE_CHECKING:
     from segls.config import DataConfig
 
-SCALINGS = ("dtype", "percentile")  # data.scaling: by the dtype maximum, or per image
 BRIGHTNESS_LIMIT = 0.5  # added offset, in units of the channel's own standard deviation
 CONTRAST_LIMIT = 0.3  # relative change of each channel's spread around its mean
 

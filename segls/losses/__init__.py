@@ -1,14 +1,26 @@
 """Label-smoothing softmax cross-entropy for dense prediction (and a Lovász-softmax term to add
-to it); depends on torch alone."""
+to it); depends on torch alone.
 
-from segls.losses.functional import label_smooth_softmax_ce
-from segls.losses.lovasz import LovaszSoftmax, PlusLovasz, lovasz_softmax
-from segls.losses.module import LabelSmoothSoftmaxCE
+The public names load on first use (PEP 562), so that `segls.losses.names`, which the config
+imports, comes without torch.
+"""
 
-__all__ = [
-    "LabelSmoothSoftmaxCE",
-    "LovaszSoftmax",
-    "PlusLovasz",
-    "label_smooth_softmax_ce",
-    "lovasz_softmax",
-]
+import importlib
+
+_SOURCES = {
+    "LabelSmoothSoftmaxCE": "module",
+    "LovaszSoftmax": "lovasz",
+    "PlusLovasz": "lovasz",
+    "label_smooth_softmax_ce": "functional",
+    "lovasz_softmax": "lovasz",
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str) -> object:
+    """A public name, imported from its module on first use."""
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_SOURCES[name]}"), name)
+    globals()[name] = value
+    return value

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 import torch
 
+from segls.losses.names import BACKENDS as BACKENDS  # re-exported for module and functional
+from segls.losses.names import DEFAULT_LB_SMOOTH
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
-BACKENDS = ("auto", "torch", "triton")
-DEFAULT_LB_SMOOTH = 0.1
 
 
 def resolve_targets(

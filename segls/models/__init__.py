@@ -5,25 +5,19 @@ from local files only; `inference` runs a model on images of any size (whole or 
 windows, flips, scales).
 """
 
-from segls.models.factory import ARCHS, build_model
-from segls.models.inference import (
-    MODES,
-    InferenceSettings,
-    forward_padded,
-    full_resolution,
-    output_stride,
-    predict_logits,
-    settings_from_config,
-)
+from segls.lazy import lazy_exports
 
-__all__ = [
-    "ARCHS",
-    "MODES",
-    "InferenceSettings",
-    "build_model",
-    "forward_padded",
-    "full_resolution",
-    "output_stride",
-    "predict_logits",
-    "settings_from_config",
-]
+# Loaded on first use, so that the config's import of `segls.models.names` stays light.
+_SOURCES = {
+    "ARCHS": "factory",
+    "MODES": "names",
+    "InferenceSettings": "inference",
+    "build_model": "factory",
+    "forward_padded": "inference",
+    "full_resolution": "inference",
+    "output_stride": "inference",
+    "predict_logits": "inference",
+    "settings_from_config": "inference",
+}
+__all__ = sorted(_SOURCES)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

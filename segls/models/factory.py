@@ -11,53 +11,25 @@ import timm
 from torch import nn
 
 from segls.models import weights
+from segls.models.names import (
+    ARCH_CLASS_NAMES,
+    HEAD_UPSAMPLING_CLASS_NAMES,
+    LOSS_UPSAMPLE,
+    RESERVED_KWARGS,
+    fused_clash,
+    fused_without_head_upsampling,
+)
 
 ARCHS: dict[str, type[nn.Module]] = {
-    "unet": smp.Unet,
-    "unetplusplus": smp.UnetPlusPlus,
-    "unet++": smp.UnetPlusPlus,
-    "fpn": smp.FPN,
-    "pspnet": smp.PSPNet,
-    "deeplabv3": smp.DeepLabV3,
-    "deeplabv3plus": smp.DeepLabV3Plus,
-    "deeplabv3+": smp.DeepLabV3Plus,
-    "linknet": smp.Linknet,
-    "pan": smp.PAN,
-    "manet": smp.MAnet,
-    "upernet": smp.UPerNet,
-    "segformer": smp.Segformer,
+    name: getattr(smp, class_name) for name, class_name in ARCH_CLASS_NAMES.items()
 }
 
 ENCODER_ALIASES = {"efficientnet-lite0": weights.LITE0_ENCODER}
 
-# Where the loss's full-resolution logits come from (loss.upsample): the model's head
-# upsamples them ("outside" the loss), or the loss upsamples the head's (see `build_model`).
-LOSS_UPSAMPLE = ("outside", "fused")
-
-# The architectures whose smp head ends in a bilinear upsampling (x4, PSPNet and DeepLabV3 x8),
-# which the constructor argument `upsampling` sets. Their SegmentationHead upsamples with
-# nn.Upsample(mode="bilinear", align_corners=True); Unet, UnetPlusPlus, Linknet and MAnet
-# decode to full resolution and have none.
-HEAD_UPSAMPLING_ARCHS = (
-    smp.FPN,
-    smp.PAN,
-    smp.UPerNet,
-    smp.Segformer,
-    smp.DeepLabV3Plus,
-    smp.PSPNet,
-    smp.DeepLabV3,
-)
+# The smp classes whose head ends in a bilinear upsampling (see HEAD_UPSAMPLING_CLASS_NAMES).
+# Their SegmentationHead upsamples with nn.Upsample(mode="bilinear", align_corners=True).
+HEAD_UPSAMPLING_ARCHS = tuple(getattr(smp, name) for name in HEAD_UPSAMPLING_CLASS_NAMES)
 HEAD_ALIGN_CORNERS = True
-
-# Constructor arguments that build_model sets itself, and where to set them instead.
-RESERVED_KWARGS = {
-    "encoder_name": "set model.encoder",
-    "encoder_weights": "set model.encoder_weights",
-    "in_channels": "set data.in_channels",
-    "classes": "set data.num_classes",
-    "activation": "the model returns logits; the loss and the metrics expect them",
-    "aux_params": "the model must return one tensor of logits",
-}
 
 
 def build_model(
@@ -166,31 +138,6 @@ def head_kwargs(arch_class: type[nn.Module], kwargs: dict, loss_upsample: str) -
     if "upsampling" in kwargs and kwargs["upsampling"] != 1:
         raise ValueError(fused_clash(kwargs["upsampling"]))
     return {"upsampling": 1}
-
-
-def fused_without_head_upsampling(arch: str) -> str:
-    """Why loss.upsample=fused is refused for an architecture whose head does not upsample."""
-    fused = ", ".join(cls.__name__ for cls in HEAD_UPSAMPLING_ARCHS)
-    return (
-        f"loss.upsample=fused needs a head that upsamples its logits; {arch} decodes to full "
-        f"resolution, so there is nothing to fuse and nothing to gain. Use loss.upsample=outside, "
-        f"or an architecture with one: {fused}"
-    )
-
-
-def fused_clash(upsampling: Any) -> str:
-    """Why an explicit model.kwargs.upsampling is refused with loss.upsample=fused."""
-    return (
-        f"model.kwargs.upsampling = {upsampling!r} clashes with loss.upsample=fused, which builds "
-        "the head with upsampling=1 and upsamples in the loss: remove model.kwargs.upsampling, "
-        "or use loss.upsample=outside"
-    )
-
-
-def has_head_upsampling(arch: str) -> bool | None:
-    """Whether the architecture's smp head upsamples (None for a name that is not known)."""
-    arch_class = ARCHS.get(str(arch).strip().lower())
-    return None if arch_class is None else arch_class in HEAD_UPSAMPLING_ARCHS
 
 
 def check_kwargs(arch_class: type[nn.Module], kwargs: dict | None) -> dict:

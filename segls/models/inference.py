@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segls.models.factory import HEAD_ALIGN_CORNERS
+from segls.models.names import MODES
 from segls.runtime import autocast
 
 __all__ = [
@@ -45,8 +46,6 @@ __all__ = [
     "settings_from_config",
     "window_starts",
 ]
-
-MODES = ("whole", "slide")
 
 
 def output_stride(model: nn.Module) -> int:

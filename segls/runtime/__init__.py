@@ -5,29 +5,22 @@ determinism; `seeds` seeds and saves the random generators; `distributed` is tor
 process group, DDP and the collectives the rest of segls needs.
 """
 
-from segls.runtime import distributed
-from segls.runtime.device import (
-    AMP_DTYPES,
-    amp_dtype,
-    autocast,
-    configure,
-    resolve_device,
-    set_determinism,
-)
-from segls.runtime.distributed import progress
-from segls.runtime.seeds import derived_seed, get_rng_state, seed_everything, set_rng_state
+from segls.lazy import lazy_exports
 
-__all__ = [
-    "AMP_DTYPES",
-    "amp_dtype",
-    "autocast",
-    "configure",
-    "derived_seed",
-    "distributed",
-    "get_rng_state",
-    "progress",
-    "resolve_device",
-    "seed_everything",
-    "set_determinism",
-    "set_rng_state",
-]
+# Loaded on first use, so that the config's import of `segls.runtime.names` stays light;
+# `distributed` loads as a submodule.
+_SOURCES = {
+    "AMP_DTYPES": "device",
+    "amp_dtype": "device",
+    "autocast": "device",
+    "configure": "device",
+    "derived_seed": "seeds",
+    "get_rng_state": "seeds",
+    "progress": "distributed",
+    "resolve_device": "device",
+    "seed_everything": "seeds",
+    "set_determinism": "device",
+    "set_rng_state": "seeds",
+}
+__all__ = sorted(_SOURCES)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

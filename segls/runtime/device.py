@@ -19,11 +19,12 @@ import torch
 
 from segls import ConfigError
 from segls.runtime import distributed
+from segls.runtime.names import AMP_MODES
 from segls.runtime.seeds import seed_everything
 
 __all__ = ["AMP_DTYPES", "amp_dtype", "autocast", "configure", "resolve_device", "set_determinism"]
 
-AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # runtime.amp
+AMP_DTYPES = dict(zip(AMP_MODES, (None, torch.float16, torch.bfloat16), strict=True))  # runtime.amp
 
 
 def resolve_device(name: str) -> torch.device:
