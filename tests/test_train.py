@@ -463,6 +463,13 @@ def test_cli_trains_with_overrides_into_the_default_work_dir(dataset_root, tmp_p
     train_cli.main([str(config_path), "--resume", "schedule.max_iters=3", "runtime.vis_samples=0"])
     assert checkpoint.load(work_dir / "latest.pth")["iter"] == 3
 
+    # The saved config keeps the experiment's name, so a run started from it stays in its dir.
+    assert config.load(work_dir / "config.yaml").name == "tiny_unet"
+    saved = str(work_dir / "config.yaml")
+    train_cli.main([saved, "--resume", "schedule.max_iters=4", "runtime.vis_samples=0"])
+    assert checkpoint.load(work_dir / "latest.pth")["iter"] == 4
+    assert sorted(path.name for path in (tmp_path / "work_dirs").iterdir()) == ["tiny_unet"]
+
 
 def test_cli_resume_argument_forms(tmp_path):
     args = train_cli.parse_args(["c.yaml", "--resume"])

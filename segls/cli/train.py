@@ -4,7 +4,9 @@
     torchrun --nproc_per_node=K tools/train.py CONFIG ...   (K processes, one per GPU)
 
 Overrides such as ``schedule.max_iters=2000`` are applied on top of CONFIG. The run writes
-to work_dirs/<config stem>/ unless --work-dir says otherwise; --resume alone continues from
+to work_dirs/<name>/ unless --work-dir says otherwise, where <name> is the config's ``name``
+or, when that is empty, CONFIG's file stem (and is written into the work dir's config.yaml,
+so ``tools/train.py work_dirs/<name>/config.yaml`` keeps it); --resume alone continues from
 that directory's latest.pth (or, if that is missing or damaged, from the newest intact
 checkpoint there). SIGTERM or Ctrl-C writes latest.pth before the run exits.
 """
@@ -25,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", help="YAML config file")
     parser.add_argument(
         "--work-dir",
-        help="output directory (default: work_dirs/<config stem>)",
+        help="output directory (default: work_dirs/<name>, name: the config's or its file stem)",
     )
     parser.add_argument(
         "--resume",
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     """Load the config with overrides, train, and return the final validation scores."""
     args = parse_args(argv)
     cfg = config.load(args.config, args.overrides)
-    work_dir = Path(args.work_dir or Path("work_dirs") / Path(args.config).stem)
+    cfg.name = cfg.name or Path(args.config).stem
+    work_dir = Path(args.work_dir or Path("work_dirs") / cfg.name)
     from segls.train import train  # the training stack, once the config has passed its checks
 
     return train(cfg, work_dir, resume=args.resume)

@@ -71,10 +71,12 @@ _DEVICE_RE = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")
 
 
 def lookup(cfg: Config, key: str) -> Any:
-    """The value at a key path such as "data.mean" or "model.kwargs.classes"."""
-    section, name, *rest = key.split(".")
-    value = getattr(getattr(cfg, section), name)
-    return value[rest[0]] if rest else value
+    """The value at a key path such as "name", "data.mean" or "model.kwargs.classes"."""
+    section, *path = key.split(".")
+    value = getattr(cfg, section)
+    if path:
+        value = getattr(value, path[0])
+    return value[path[1]] if len(path) > 1 else value
 
 
 def _in_unit(value: float | None, *, upper_open: bool = False) -> bool:
@@ -85,6 +87,8 @@ def _in_unit(value: float | None, *, upper_open: bool = False) -> bool:
 def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     """(key, ok, what to do) for checks beyond the tables: lengths, ranges, relations between keys."""
     data, loss, opt, sched = cfg.data, cfg.loss, cfg.optimizer, cfg.schedule
+    folder_ok = "/" not in cfg.name and "\\" not in cfg.name and cfg.name not in (".", "..")
+    yield "name", folder_ok, 'use a folder name without / (or \\), or "" for the file\'s stem'
     classes, channels = data.num_classes, data.in_channels
     per_class = f"one per class (data.num_classes = {classes})"
     per_channel = f"give one value per input channel (data.in_channels = {channels})"

@@ -141,8 +141,14 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    """A whole experiment: one section per concern."""
+    """A whole experiment: its name, then one section per concern.
 
+    ``name`` names the default work dir (work_dirs/<name>); "" means the config file's stem.
+    tools/train.py writes the name it used into the work dir's config.yaml, so a run started
+    from that file keeps its name.
+    """
+
+    name: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
