@@ -10,6 +10,7 @@ leaves either the old file or the new one, never half of one. Append-only logs
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import cv2
 import numpy as np
+from PIL import Image
 
 if TYPE_CHECKING:
     import torch
@@ -137,11 +139,26 @@ def append_text(path: str | os.PathLike, text: str) -> None:
         handle.write(text)
 
 
-def encode_png(array: np.ndarray, compression: int | None = None) -> bytes:
+def encode_png(
+    array: np.ndarray, compression: int | None = None, palette: list[list[int]] | None = None
+) -> bytes:
     """PNG bytes of an H×W (uint8 or uint16) or H×W×3 RGB uint8 array.
 
-    `compression` is zlib's level 0-9 (None: OpenCV's default).
+    `compression` is zlib's level 0-9 (None: the encoder's default). With `palette` (one
+    ``[r, g, b]`` per value) an H×W uint8 array becomes a palette PNG: the pixels keep their
+    values and viewers show each in its colour (PASCAL VOC's masks are written this way).
     """
+    if palette is not None:
+        if array.ndim != 2 or array.dtype != np.uint8 or not 0 < len(palette) <= 256:
+            raise ValueError(
+                f"a palette PNG holds an H×W uint8 array and 1..256 colours, got a "
+                f"{array.shape} {array.dtype} array and {len(palette)} colours"
+            )
+        image = Image.fromarray(np.ascontiguousarray(array))
+        image.putpalette([int(value) for colour in palette for value in colour])
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=6 if compression is None else compression)
+        return buffer.getvalue()
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression]
@@ -151,9 +168,16 @@ def encode_png(array: np.ndarray, compression: int | None = None) -> bytes:
     return encoded.tobytes()
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> None:
-    """Write an H×W or H×W×3 RGB uint8 (or H×W uint16) array or CPU tensor as a PNG."""
-    write_bytes(path, encode_png(np.asarray(image)))
+def write_png(
+    path: str | os.PathLike,
+    image: np.ndarray | torch.Tensor,
+    palette: list[list[int]] | None = None,
+) -> None:
+    """Write an H×W or H×W×3 RGB uint8 (or H×W uint16) array or CPU tensor as a PNG.
+
+    With `palette`, an H×W uint8 image is written as a palette PNG (`encode_png`).
+    """
+    write_bytes(path, encode_png(np.asarray(image), palette=palette))
 
 
 def write_torch(path: str | os.PathLike, obj: object) -> None:

@@ -76,7 +76,9 @@ def test_scores_and_masks_match_a_numpy_recomputation_with_the_ema_weights(setup
     assert record["class_names"] == ["back", "ring", "core"]
     assert set(scores) <= set(record["scores"])
     for index, prediction in enumerate(predictions):
-        saved = np.array(Image.open(out_dir / "masks" / f"s{index}.png"))
+        image = Image.open(out_dir / "masks" / f"s{index}.png")
+        assert image.mode == "P"  # the class ids, shown in the dataset's palette
+        saved = np.array(image)
         assert saved.dtype == np.uint8 and np.array_equal(saved, prediction)
     assert record["scores"]["calibration"]["num_bins"] == 15
     assert sum(record["scores"]["calibration"]["count"]) == sum(
@@ -85,7 +87,7 @@ def test_scores_and_masks_match_a_numpy_recomputation_with_the_ema_weights(setup
     assert Image.open(out_dir / "reliability.png").size[0] > 0
     printed = capsys.readouterr().out
     assert "ring" in printed and "mIoU" in printed and "ema weights" in printed
-    assert "ECE:" in printed
+    assert "ECE:" in printed and "palette PNGs" in printed
     assert not list(out_dir.rglob("*.tmp"))
 
 

@@ -18,7 +18,7 @@ from segls.data import read_mask
 from segls.io import encode_png
 from segls.models import build_model
 from segls.predict import files as prediction_files
-from segls.predict.files import mask_array, unique_names
+from segls.predict.files import mask_array, unique_names, write_mask
 from segls.train import checkpoint
 
 PALETTE = [[10, 20, 30], [200, 0, 0], [0, 250, 5]]
@@ -71,8 +71,10 @@ def test_infer_writes_masks_and_overlays_and_reports_bad_inputs(setup, tmp_path,
     assert written == sorted(f"{name}_{kind}.png" for name in names for kind in ("mask", "overlay"))
     sources = [inputs / "a" / "x.tif", inputs / "b" / "x.tif", inputs / "b" / "odd.tif"]
     for name, source in zip(names, sources, strict=True):
-        mask = np.array(Image.open(out / f"{name}_mask.png"))
+        mask_image = Image.open(out / f"{name}_mask.png")
+        mask = np.array(mask_image)
         expected = expected_mask(model, cfg, source)
+        assert mask_image.mode == "P" and mask_image.getpalette()[:9] == sum(PALETTE, [])
         assert mask.dtype == np.uint8 and mask.shape == tifffile.imread(source).shape[:2]
         assert np.array_equal(mask, expected), name
         overlay = np.array(Image.open(out / f"{name}_overlay.png").convert("RGB"))
@@ -103,6 +105,23 @@ def test_same_size_images_are_batched_without_changing_the_results(setup, tmp_pa
     assert tool.main([*paths, "--out", str(tmp_path / "one"), "--batch-size", "1"]) == 0
     for path in (tmp_path / "one").iterdir():
         assert path.read_bytes() == (tmp_path / "two" / path.name).read_bytes(), path.name
+
+
+def test_masks_are_palette_pngs_unless_raw(tmp_path):
+    prediction = torch.tensor([[0, 2, 2], [1, 0, 2]])
+    write_mask(tmp_path / "palette.png", prediction, PALETTE)
+    image = Image.open(tmp_path / "palette.png")
+    assert image.mode == "P" and np.array(image).tolist() == prediction.tolist()  # the ids
+    shown = np.array(image.convert("RGB"))  # what an image viewer displays
+    assert shown.tolist() == np.array(PALETTE)[prediction.numpy()].tolist()
+    assert read_mask(tmp_path / "palette.png").tolist() == prediction.tolist()
+    write_mask(tmp_path / "raw.png", prediction, PALETTE, raw=True)
+    raw = Image.open(tmp_path / "raw.png")
+    assert raw.mode == "L" and np.array(raw).tolist() == prediction.tolist()
+    many = [[index % 256, index // 256, 0] for index in range(300)]
+    write_mask(tmp_path / "many.png", torch.tensor([[299, 3]]), many)
+    assert read_mask(tmp_path / "many.png").tolist() == [[299, 3]]
+    assert Image.open(tmp_path / "many.png").mode.startswith("I")  # 16-bit greyscale
 
 
 def test_masks_are_16_bit_above_256_classes(tmp_path):

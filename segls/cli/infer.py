@@ -7,9 +7,10 @@
 INPUT: image files, or folders searched recursively for .png/.jpg/.jpeg/.tif/.tiff. Images
 are read and normalised as in validation (`segls.data.read_image`, ``data.mean``/``data.std``),
 so they need ``data.in_channels`` channels; any size works. For each image, DIR receives
-<name>_mask.png (class indices, same H×W; 16-bit above 256 classes) and <name>_overlay.png
-(the image blended with the dataset's palette), where <name> is the file's stem, prefixed
-with its folders when two inputs share a stem. Same-size images are predicted in batches of
+<name>_mask.png (class ids at the input's H×W in a palette PNG with the config's colours, as
+PASCAL VOC's masks; greyscale with --raw-masks, 16-bit greyscale above 256 classes) and
+<name>_overlay.png (the image blended with the dataset's palette), where <name> is the
+file's stem, prefixed with its folders when two inputs share a stem. Same-size images are predicted in batches of
 --batch-size. An unreadable image is reported and skipped; the exit code is then 1.
 """
 
@@ -31,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--batch-size", type=int, default=4, help="images per pass (same size)")
     parser.add_argument("--alpha", type=float, default=0.5, help="colour weight of the overlay")
+    parser.add_argument(
+        "--raw-masks", action="store_true", help="masks as greyscale class ids, without palette"
+    )
     common.add_inference_arguments(parser)
     argv, overrides = common.pull_overrides(argv)
     args = parser.parse_intermixed_args(argv)
@@ -56,15 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     # torch, the model and the prediction files, once the config has passed its checks
     from segls.cli.inference import setup_inference
     from segls.data import DataError
-    from segls.predict.files import Predictor, collect_images, unique_names
+    from segls.predict.files import Predictor, collect_images, mask_kind, unique_names
     from segls.runtime import progress
 
     cfg, device, amp_dtype, settings, model, weights = setup_inference(cfg, args.checkpoint)
     files, failed = collect_images(args.inputs)
     out_dir = Path(args.out)
     predictor = Predictor(
-        model, cfg, settings, amp_dtype, device, out_dir, args.batch_size, args.alpha
-    )
+        model, cfg, settings, amp_dtype, device, out_dir, args.batch_size, args.alpha,
+        args.raw_masks,
+    )  # fmt: skip
     print(f"{len(files)} images, {settings.describe()}, amp {cfg.runtime.amp}, {weights} weights")
     for path, reason in failed:
         print(f"skipped {_described(path, reason)}", file=sys.stderr)
@@ -80,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(predictor.add(image, name))
     bar.update(predictor.flush())
     bar.close()
-    print(f"wrote masks and overlays of {predictor.written} images to {out_dir}")
+    kind = mask_kind(cfg.data.num_classes, args.raw_masks)
+    print(f"wrote masks ({kind}) and overlays of {predictor.written} images to {out_dir}")
     if failed:
         print(f"{len(failed)} inputs failed:", file=sys.stderr)
         for path, reason in failed:

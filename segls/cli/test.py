@@ -10,7 +10,9 @@ everything `segls.predict.evaluate` returns to DIR/scores.json and the reliabili
 (accuracy against confidence) to DIR/reliability.png. DIR defaults to
 test_<checkpoint stem>/ beside the checkpoint. The inference flags are shortcuts for the
 ``eval.*`` and ``runtime.amp`` overrides (configs/README.md). --save-masks also writes each
-image's predicted class indices to DIR/masks/<name>.png (one more prediction pass).
+image's predicted class ids to DIR/masks/<name>.png (one more prediction pass): palette PNGs
+as PASCAL VOC's (the config's colours; greyscale with --raw-masks, 16-bit greyscale above
+256 classes).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="checkpoint (.pth): EMA weights are used when present")
     parser.add_argument("--out", help="output directory (default: test_<stem>/ beside CHECKPOINT)")
     parser.add_argument("--save-masks", action="store_true", help="write the predicted masks")
+    parser.add_argument(
+        "--raw-masks", action="store_true", help="masks as greyscale class ids, without palette"
+    )
     common.add_inference_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.val_split=test")
     argv, overrides = common.pull_overrides(argv)
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     from segls.data import build_dataloader, sample
     from segls.metrics import format_table
     from segls.predict import build_criterion, evaluate
-    from segls.predict.files import save_masks, write_scores
+    from segls.predict.files import mask_kind, save_masks, write_scores
 
     cfg, device, amp_dtype, settings, model, weights = setup_inference(cfg, args.checkpoint)
     data = cfg.data
@@ -86,8 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote {json_path} and {png_path}")
     if args.save_masks:
         masks = out_dir / "masks"
-        count = save_masks(model, loader, settings, amp_dtype, device, data.num_classes, masks)
-        print(f"wrote {count} masks to {masks}")
+        count = save_masks(model, loader, settings, amp_dtype, device, masks, args.raw_masks)
+        print(f"wrote {count} masks to {masks}: {mask_kind(data.num_classes, args.raw_masks)}")
     return scores
 
 

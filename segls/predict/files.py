@@ -1,5 +1,10 @@
 """Prediction files for people: class-index masks and colour overlays, under unique names.
 
+Masks follow PASCAL VOC: each pixel holds its class id, and the PNG carries the config's
+palette (mode P), so any viewer shows the classes in colour while a program reads the ids.
+Above 256 classes (more than a palette holds), or when asked for raw masks, the PNG is
+greyscale: 8-bit, or 16-bit above 256 classes. `mask_kind` says which a run writes.
+
 `save_masks` writes the masks of a data loader (``tools/test.py --save-masks``), `Predictor`
 those of your own images with their overlays (``tools/infer.py``), `write_scores` a test's
 scores and reliability diagram; all through `segls.io`.
@@ -29,8 +34,10 @@ __all__ = [
     "Predictor",
     "collect_images",
     "mask_array",
+    "mask_kind",
     "save_masks",
     "unique_names",
+    "write_mask",
     "write_scores",
 ]
 
@@ -41,6 +48,24 @@ def mask_array(prediction: torch.Tensor, num_classes: int) -> np.ndarray:
         raise ValueError(f"{num_classes} classes do not fit a 16-bit PNG mask (at most 65536)")
     dtype = np.uint8 if num_classes <= 256 else np.uint16
     return prediction.detach().cpu().numpy().astype(dtype)
+
+
+def mask_kind(num_classes: int, raw: bool = False) -> str:
+    """How `write_mask` stores the class ids of `num_classes` classes, for the user to read."""
+    if num_classes > 256:
+        return "16-bit greyscale class ids (more than 256 classes do not fit a PNG palette)"
+    if raw:
+        return "8-bit greyscale class ids"
+    return "class ids with the config's palette (palette PNGs, as PASCAL VOC's)"
+
+
+def write_mask(
+    path: Path, prediction: torch.Tensor, palette: Sequence[Sequence[int]], raw: bool = False
+) -> None:
+    """Write an H×W map of class ids (one `palette` colour per class) as `mask_kind` says."""
+    array = mask_array(prediction, len(palette))
+    use_palette = not raw and array.dtype == np.uint8
+    write_png(path, array, palette=[list(colour) for colour in palette] if use_palette else None)
 
 
 def _folders(path: Path) -> list[str]:
@@ -119,17 +144,20 @@ def save_masks(
     settings: InferenceSettings,
     amp_dtype: torch.dtype | None,
     device: torch.device,
-    num_classes: int,
     out_dir: Path,
+    raw: bool = False,
 ) -> int:
-    """Write each image's predicted class indices to `out_dir`/<name>.png; returns the count."""
-    names = unique_names(loader.dataset.image_paths)
+    """Write each image's predicted class ids to `out_dir`/<name>.png; returns the count.
+
+    The masks carry the dataset's palette unless `raw` (see `write_mask`).
+    """
+    names, palette = unique_names(loader.dataset.image_paths), loader.dataset.palette
     index = 0
     bar = progress(len(loader), "masks", leave=False)
     for images, labels in loader:
         logits = predict_logits(model, images.to(device), labels.shape[-2:], settings, amp_dtype)
         for prediction in logits.argmax(dim=1):
-            write_png(out_dir / f"{names[index]}.png", mask_array(prediction, num_classes))
+            write_mask(out_dir / f"{names[index]}.png", prediction, palette, raw)
             index += 1
         bar.update(1)
     bar.close()
@@ -149,9 +177,11 @@ class Predictor:
         out_dir: Path,
         batch_size: int,
         alpha: float,
+        raw_masks: bool = False,
     ) -> None:
         self.model, self.cfg, self.settings, self.amp_dtype = model, cfg, settings, amp_dtype
         self.device, self.out_dir, self.batch_size, self.alpha = device, out_dir, batch_size, alpha
+        self.raw_masks = raw_masks
         self.transform = build_transform(cfg.data, train=False)
         self.palette = resolve_classes(cfg.data)[1]
         self.pending: dict[tuple[int, int], list[tuple[torch.Tensor, str]]] = {}
@@ -187,7 +217,7 @@ class Predictor:
         logits = predict_logits(self.model, batch, None, self.settings, self.amp_dtype)
         data = self.cfg.data
         for (image, name), prediction in zip(group, logits.argmax(dim=1).cpu(), strict=True):
-            write_png(self.out_dir / f"{name}_mask.png", mask_array(prediction, data.num_classes))
+            write_mask(self.out_dir / f"{name}_mask.png", prediction, self.palette, self.raw_masks)
             shown = overlay(image, prediction, self.palette, data.mean, data.std, self.alpha)
             write_png(self.out_dir / f"{name}_overlay.png", shown)
         self.written += len(group)
