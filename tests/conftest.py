@@ -5,6 +5,8 @@ import os
 import pytest
 import torch
 
+_DROPPED = pytest.StashKey[tuple[str, int]]()
+
 
 def pytest_collection_modifyitems(config, items):
     """Run Triton kernel tests only in the TRITON_INTERPRET=1 child process, the rest outside it.
@@ -17,6 +19,21 @@ def pytest_collection_modifyitems(config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if not item.get_closest_marker(unwanted)]
+    config.stash[_DROPPED] = (unwanted, len(dropped))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say what the "N deselected" of the summary line are, since no -k or -m asked for them."""
+    unwanted, count = config.stash.get(_DROPPED, ("", 0))
+    if count and unwanted == "triton_child":
+        terminalreporter.write_line(
+            f"{count} deselected = the Triton kernel tests, which tests/test_losses_triton.py "
+            "runs in a TRITON_INTERPRET=1 child process (it fails if any of them fails)"
+        )
+    elif count:
+        terminalreporter.write_line(
+            f"{count} deselected = the tests that run outside the Triton interpreter"
+        )
 
 
 @pytest.fixture(autouse=True)
