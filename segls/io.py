@@ -23,11 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-import cv2
-import numpy as np
-from PIL import Image
-
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 __all__ = [
@@ -139,26 +136,40 @@ def append_text(path: str | os.PathLike, text: str) -> None:
         handle.write(text)
 
 
+def _palette_png(array: np.ndarray, palette: list[list[int]], compression: int | None) -> bytes:
+    """PNG bytes of an H×W uint8 array as a palette image (PNG colour type 3)."""
+    import numpy as np
+    from PIL import Image
+
+    if array.ndim != 2 or array.dtype != np.uint8 or not 0 < len(palette) <= 256:
+        raise ValueError(
+            f"a palette PNG holds an H×W uint8 array and 1..256 colours, got a "
+            f"{array.shape} {array.dtype} array and {len(palette)} colours"
+        )
+    image = Image.fromarray(np.ascontiguousarray(array))
+    image.putpalette([int(value) for colour in palette for value in colour])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=6 if compression is None else compression)
+    return buffer.getvalue()
+
+
 def encode_png(
-    array: np.ndarray, compression: int | None = None, palette: list[list[int]] | None = None
+    array: np.ndarray | torch.Tensor,
+    compression: int | None = None,
+    palette: list[list[int]] | None = None,
 ) -> bytes:
-    """PNG bytes of an H×W (uint8 or uint16) or H×W×3 RGB uint8 array.
+    """PNG bytes of an H×W (uint8 or uint16) or H×W×3 RGB uint8 array or CPU tensor.
 
     `compression` is zlib's level 0-9 (None: the encoder's default). With `palette` (one
     ``[r, g, b]`` per value) an H×W uint8 array becomes a palette PNG: the pixels keep their
     values and viewers show each in its colour (PASCAL VOC's masks are written this way).
     """
+    import cv2  # imported here: the config writes its YAML through this module, and fast
+    import numpy as np
+
+    array = np.asarray(array)
     if palette is not None:
-        if array.ndim != 2 or array.dtype != np.uint8 or not 0 < len(palette) <= 256:
-            raise ValueError(
-                f"a palette PNG holds an H×W uint8 array and 1..256 colours, got a "
-                f"{array.shape} {array.dtype} array and {len(palette)} colours"
-            )
-        image = Image.fromarray(np.ascontiguousarray(array))
-        image.putpalette([int(value) for colour in palette for value in colour])
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=6 if compression is None else compression)
-        return buffer.getvalue()
+        return _palette_png(array, palette, compression)
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression]
@@ -177,12 +188,12 @@ def write_png(
 
     With `palette`, an H×W uint8 image is written as a palette PNG (`encode_png`).
     """
-    write_bytes(path, encode_png(np.asarray(image), palette=palette))
+    write_bytes(path, encode_png(image, palette=palette))
 
 
 def write_torch(path: str | os.PathLike, obj: object) -> None:
     """Write `obj` with ``torch.save`` (a checkpoint, a state dict)."""
-    import torch  # here only: the config writes its YAML through this module without torch
+    import torch  # imported here: the config writes its YAML through this module, and fast
 
     write_atomic(path, lambda handle: torch.save(obj, handle))
 
