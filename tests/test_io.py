@@ -45,6 +45,10 @@ ALLOWED_WRITERS = {
     ("segls/data/sample.py", "image writer"): "tifffile encodes into an in-memory buffer",
     ("segls/bench/memory.py", "open for writing"): "/proc/self/clear_refs resets the peak RSS",
     ("segls/plan/timing.py", "torch.save"): "into an in-memory buffer, to time a checkpoint",
+    (
+        "segls/bench/tensorboard_view.py",
+        "temporary files",
+    ): "Chromium's fresh profile, removed after",
 }
 
 

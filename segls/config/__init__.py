@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterable
 from segls import ConfigError
 from segls.config.checks import check
 from segls.config.convert import build_dataclass
-from segls.config.files import dump_yaml, merge_into, parse_override, read_config_tree, where_set
+from segls.config.files import (
+    dump_yaml,
+    merge_into,
+    parse_override,
+    read_config_tree,
+    where_set,
+    yaml_text,
+)
 from segls.config.schema import (
     Config,
     DataConfig,
@@ -41,6 +48,7 @@ __all__ = [
     "from_dict",
     "load",
     "to_dict",
+    "to_yaml",
     "validate",
 ]
 
@@ -76,6 +84,11 @@ def validate(cfg: Config) -> None:
 def to_dict(cfg: Config) -> dict:
     """Plain nested dict of a Config (deep copy)."""
     return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The YAML text of a Config, as `dump` writes it."""
+    return yaml_text(to_dict(cfg))
 
 
 def dump(cfg: Config, path: str | os.PathLike) -> None:

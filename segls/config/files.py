@@ -27,6 +27,7 @@ __all__ = [
     "parse_override",
     "read_config_tree",
     "where_set",
+    "yaml_text",
 ]
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -183,9 +184,13 @@ def where_set(sources: dict[str, str], key: str) -> str:
     return sources.get(key.split("[", 1)[0], "default")
 
 
-def dump_yaml(data: dict, path: str | os.PathLike) -> None:
-    """Write `data` as YAML, atomically (`segls.io.write_text`)."""
-    text = yaml.dump(
+def yaml_text(data: dict) -> str:
+    """`data` as the YAML text `dump_yaml` writes."""
+    return yaml.dump(
         data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
     )
-    write_text(path, text)
+
+
+def dump_yaml(data: dict, path: str | os.PathLike) -> None:
+    """Write `data` as YAML, atomically (`segls.io.write_text`)."""
+    write_text(path, yaml_text(data))

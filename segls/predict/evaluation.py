@@ -104,13 +104,14 @@ def sample_panels(
     std: Sequence[float],
     ignore_index: int = 255,
 ) -> list[torch.Tensor]:
-    """Input | ground truth | prediction panels of the first `count` images of `dataset`."""
-    panels = []
+    """Captioned panels (`segls.predict.pictures.panel`) of the first `count` images of `dataset`."""
+    panels, names = [], getattr(dataset, "class_names", None)
     model.eval()
     for index in range(min(count, len(dataset))):
         image, label = dataset[index]
         images = image[None].to(device)
         logits = predict_logits(model, images, label.shape[-2:], settings, amp_dtype)
         prediction = logits.argmax(dim=1)[0].cpu()
-        panels.append(panel(image, label, prediction, dataset.palette, mean, std, ignore_index))
+        shown = panel(image, label, prediction, dataset.palette, mean, std, ignore_index, names)
+        panels.append(shown)
     return panels

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["colorize", "displayable", "overlay", "panel"]
+__all__ = [
+    "captioned_grid",
+    "colorize",
+    "displayable",
+    "error_map",
+    "font_of_size",
+    "overlay",
+    "panel",
+]
+
+_PAPER, _TEXT = (255, 255, 255), (30, 30, 30)
+_RIGHT, _WRONG, _IGNORED = (60, 60, 60), (235, 40, 40), (255, 255, 255)
+_GAP = 6  # pixels between tiles
+_MIN_SIDE = 160  # tiles smaller than this on their short side are enlarged
+_SHAPE = 1.5  # width:height the grid aims at (see _columns)
+
+
+def font_of_size(size: int) -> ImageFont.ImageFont:
+    """Pillow's bundled font at `size` pixels (a bitmap font on builds without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or no FreeType
+        return ImageFont.load_default()
 
 
 def displayable(
@@ -58,6 +82,75 @@ def colorize(
     return colors[torch.where(out_of_range, len(palette), label)]
 
 
+def error_map(label: torch.Tensor, pred: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Where a prediction is wrong, as uint8 H×W×3: wrong red, right dark grey, ignored white."""
+    label, pred = label.detach().cpu().long(), pred.detach().cpu().long()
+    colours = torch.tensor([_RIGHT, _WRONG, _IGNORED], dtype=torch.uint8)
+    kind = torch.where(label == ignore_index, 2, (label != pred).long())
+    return colours[kind]
+
+
+def _columns(height: int, width: int, count: int) -> int:
+    """Tiles per row (1, 2 or 4 of `count`) that bring the grid closest to 3:2 (width:height).
+
+    TensorBoard's time-series cards fit an image into a box about 330×215 pixels (and the
+    images tab into a column 350 wide): a wide image in one row of four becomes a thin strip,
+    four stacked ones a thin column; a grid near the box's shape keeps each tile largest.
+    """
+    shapes = {cols: (cols * width) / (math.ceil(count / cols) * height) for cols in (1, 2, 4)}
+    return min(shapes, key=lambda cols: abs(math.log(shapes[cols] / _SHAPE)))
+
+
+def _legend(draw: ImageDraw.ImageDraw, top: int, width: int, entries: list, font) -> int:
+    """Draw colour swatches with class names in rows from `top`; returns the height used."""
+    size = font.size if hasattr(font, "size") else 12
+    x, y = _GAP, top + _GAP
+    for name, colour in entries:
+        advance = size + 6 + draw.textlength(name, font=font) + size
+        if x > _GAP and x + advance > width:
+            x, y = _GAP, y + size + _GAP
+        draw.rectangle([x, y, x + size, y + size], fill=tuple(colour), outline=_TEXT)
+        draw.text((x + size + 6, y + size / 2), name, fill=_TEXT, font=font, anchor="lm")
+        x += advance
+    return y + size + _GAP - top if entries else 0
+
+
+def captioned_grid(
+    tiles: list[tuple[str, torch.Tensor]], legend: list | None = None
+) -> torch.Tensor:
+    """Same-size uint8 H×W×3 tiles in a grid, each under its caption, with a colour legend.
+
+    Small tiles are enlarged (nearest neighbour) to at least `_MIN_SIDE` pixels on their
+    short side; the caption's font grows with the grid so it stays legible when TensorBoard
+    shrinks the picture to its card. `legend` is a list of (name, [r, g, b]).
+    """
+    height, width = tiles[0][1].shape[:2]
+    zoom = max(1, math.ceil(_MIN_SIDE / min(height, width)))
+    height, width = height * zoom, width * zoom
+    cols = _columns(height, width, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    font = font_of_size(max(12, round((cols * width) / 30)))
+    caption = round(font.size * 1.5) if hasattr(font, "size") else 18
+    canvas_width = cols * width + (cols + 1) * _GAP
+    canvas = Image.new("RGB", (canvas_width, rows * (caption + height) + (rows + 1) * _GAP), _PAPER)
+    draw = ImageDraw.Draw(canvas)
+    for index, (text, tile) in enumerate(tiles):
+        left = _GAP + (index % cols) * (width + _GAP)
+        top = _GAP + (index // cols) * (caption + height + _GAP)
+        draw.text((left, top + caption / 2), text, fill=_TEXT, font=font, anchor="lm")
+        picture = Image.fromarray(tile.numpy()).resize((width, height), Image.Resampling.NEAREST)
+        canvas.paste(picture, (left, top + caption))
+    small = font_of_size(max(12, round(0.8 * font.size))) if hasattr(font, "size") else font
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    extra = _legend(measure, 0, canvas_width, legend or [], small)
+    if extra:
+        grown = Image.new("RGB", (canvas.width, canvas.height + extra), _PAPER)
+        grown.paste(canvas, (0, 0))
+        _legend(ImageDraw.Draw(grown), canvas.height - _GAP, canvas_width, legend, small)
+        canvas = grown
+    return torch.from_numpy(np.asarray(canvas).copy())
+
+
 def panel(
     image: torch.Tensor,
     label: torch.Tensor,
@@ -66,17 +159,36 @@ def panel(
     mean: Sequence[float],
     std: Sequence[float],
     ignore_index: int = 255,
+    class_names: Sequence[str] | None = None,
 ) -> torch.Tensor:
-    """Input | ground truth | prediction side by side with thin white gaps, as uint8 H×W′×3."""
+    """Input, ground truth, prediction and error map, captioned, with a legend: uint8 H′×W′×3.
+
+    The legend names the classes that occur in the ground truth or the prediction (when
+    `class_names` are given) and the error map's colours; the error map's caption gives the
+    share of the labelled pixels that are predicted wrong. Ignored pixels are white.
+    """
     shown = displayable(image, mean, std)
     if shown.shape[:2] != label.shape or label.shape != pred.shape:
         raise ValueError(
             f"image {tuple(image.shape)}, label {tuple(label.shape)} and prediction "
             f"{tuple(pred.shape)} must share H×W"
         )
-    gap = torch.full((shown.shape[0], 4, 3), 255, dtype=torch.uint8)
-    parts = [shown, gap, colorize(label, palette, ignore_index), gap]
-    return torch.cat([*parts, colorize(pred, palette, ignore_index)], dim=1)
+    valid = label != ignore_index
+    wrong = int((valid & (label != pred)).sum())
+    tiles = [
+        ("input", shown),
+        ("ground truth", colorize(label, palette, ignore_index)),
+        ("prediction", colorize(pred, palette, ignore_index)),
+        (
+            f"errors: {100 * wrong / max(int(valid.sum()), 1):.1f}% wrong",
+            error_map(label, pred, ignore_index),
+        ),
+    ]
+    present = torch.cat([label[valid], pred.flatten()]).unique().tolist()
+    names = class_names or []
+    legend = [(names[c], palette[c]) for c in present if 0 <= c < min(len(names), len(palette))]
+    legend += [("wrong", _WRONG), ("right", _RIGHT), ("ignored", _IGNORED)]
+    return captioned_grid(tiles, legend)
 
 
 def overlay(

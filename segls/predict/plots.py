@@ -13,23 +13,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from segls.io import write_png
+from segls.predict.pictures import font_of_size as _font
 
 __all__ = ["bar_chart", "histogram_panels", "line_charts", "reliability_diagram", "save_png"]
 
 _INK, _GRID, _BACKGROUND = (40, 40, 40), (225, 225, 225), (255, 255, 255)
 _BAR, _GAP, _DIAGONAL = (70, 120, 190), (230, 120, 100), (150, 150, 150)
 _SERIES = [(70, 120, 190), (220, 110, 50), (60, 160, 90), (170, 80, 170), (120, 120, 120)]
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    """Pillow's bundled font at `size` pixels (a bitmap font on builds without FreeType)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or no FreeType
-        return ImageFont.load_default()
 
 
 def _ticks(low: float, high: float, count: int = 5) -> list[float]:

@@ -123,6 +123,7 @@ def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
         criterion = build_criterion(cfg).to(context.device)
         if context.is_main:
             dump(cfg, work_dir / "config.yaml")
+            logger.record_config(cfg, start_iter)
         return Run(
             cfg, work_dir, context, amp_dtype, memory_format, logger, StopSignals(),
             train_loader, val_loader, model, train_model, criterion,

@@ -3,6 +3,12 @@
 Everything a run writes about itself goes through `RunLogger`, into its work directory:
 ``train.log`` (the console lines), ``events.out.tfevents.*`` (TensorBoard) and
 ``metrics.jsonl`` (one JSON object per evaluation, NaN written as null).
+
+Besides scalars and images, TensorBoard gets, when a run starts (`RunLogger.record_config`):
+the resolved config as text; a custom-scalars layout that draws mIoU with the per-class IoU,
+and the train loss with the val loss, in one chart each; and the run's HParams (the key
+settings, with the val scores as its metrics), written into the run's own events file so
+that runs side by side, e.g. tools/compare_smoothing.py's, line up in the HParams dashboard.
 """
 
 from __future__ import annotations
@@ -15,11 +21,49 @@ from pathlib import Path
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
+from segls.config import Config, to_dict, to_yaml
 from segls.io import append_text, json_safe, write_text
 
-__all__ = ["RunLogger", "TrainWindow", "format_duration"]
+__all__ = [
+    "CUSTOM_SCALARS",
+    "HPARAMS",
+    "HPARAM_METRICS",
+    "RunLogger",
+    "TrainWindow",
+    "format_duration",
+]
+
+# The settings shown in TensorBoard's HParams dashboard (lists as text; unset ones left out).
+HPARAMS = (
+    "name",
+    "model.arch",
+    "model.encoder",
+    "loss.lb_smooth",
+    "loss.lb_pos",
+    "loss.lb_neg",
+    "loss.lovasz_weight",
+    "optimizer.type",
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "optimizer.ema_decay",
+    "schedule.max_iters",
+    "data.batch_size",
+    "data.crop_size",
+    "eval.flip",
+    "runtime.amp",
+    "runtime.seed",
+)
+HPARAM_METRICS = ("val/mIoU", "val/ECE", "val/NLL", "val/mAcc", "val/loss", "train/loss")
+CUSTOM_SCALARS = {
+    "segls": {
+        "val mIoU and per-class IoU": ["Multiline", [r"^val/mIoU$", r"^val/IoU/"]],
+        "loss: train and val": ["Multiline", [r"^train/loss$", r"^val/loss$"]],
+        "val calibration: ECE, NLL, Brier": ["Multiline", [r"^val/(ECE|NLL|Brier)$"]],
+    }
+}
 
 _TRAIN_FIELDS = {
     "train/loss": "loss {:.4f}",
@@ -30,6 +74,21 @@ _TRAIN_FIELDS = {
     "train/skipped_steps": "skipped {:.0f}",
     "train/peak_mem_mb": "mem {:.0f} MB",
 }
+
+
+def hparam_values(cfg: Config) -> dict[str, float | str]:
+    """The `HPARAMS` settings of `cfg`: numbers as they are, the rest as text, unset left out."""
+    tree, values = to_dict(cfg), {}
+    for key in HPARAMS:
+        value = tree
+        for part in key.split("."):
+            value = value[part]
+        if value is None or value == "":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            value = json.dumps(value)  # true/false, [64, 64]
+        values[key] = value
+    return values
 
 
 def format_duration(seconds: float) -> str:
@@ -100,6 +159,17 @@ class RunLogger:
         _wait_for_a_later_second(self.work_dir)
         self.log_path = self.work_dir / "train.log"
         self.writer = SummaryWriter(str(self.work_dir), purge_step=start_iter + 1)
+
+    def record_config(self, cfg: Config, step: int = 0) -> None:
+        """Record the run's config as text, its HParams and the custom-scalars layout."""
+        if not self.active:
+            return
+        self.writer.add_text("config", f"```yaml\n{to_yaml(cfg)}```", step)
+        self.writer.add_custom_scalars(CUSTOM_SCALARS)
+        experiment, session_start, _ = hparams(hparam_values(cfg), dict.fromkeys(HPARAM_METRICS))
+        for summary in (experiment, session_start):
+            self.writer.file_writer.add_summary(summary, step)
+        self.writer.flush()
 
     def info(self, message: str) -> None:
         """Print `message` (above any progress bar) and append it to train.log."""
