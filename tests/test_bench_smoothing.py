@@ -137,6 +137,8 @@ def test_cli_needs_exactly_one_of_config_and_collect(capsys):
         cli.parse_args(["c.yaml", "--eps", "0", "1.5"])
     assert "--eps values must be in [0, 1), got [1.5]" in capsys.readouterr().err
     assert cli.parse_args(["c.yaml", "a.b=1", "--seeds", "0", "1"]).overrides == ["a.b=1"]
+    after = cli.parse_args(["c.yaml", "--seeds", "0", "1", "a.b=1", "c.d=[1,2]"])  # as in README
+    assert after.seeds == [0, 1] and after.overrides == ["a.b=1", "c.d=[1,2]"]
 
 
 # ---- plots ---------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--collect", nargs="+", metavar="WORK_DIR", help="compare existing runs")
     parser.add_argument("--out", help="output directory (default: work_dirs/smoothing_<stem>)")
+    argv, overrides = common.pull_overrides(argv)  # so that they may follow --eps or --seeds
     args = parser.parse_intermixed_args(argv)
+    args.overrides += overrides
     if (args.config is None) == (args.collect is None):
         parser.error("give either CONFIG (to train) or --collect WORK_DIR ... (not both)")
     bad = [eps for eps in args.eps if not 0 <= eps < 1]
