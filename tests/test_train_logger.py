@@ -92,6 +92,12 @@ def test_a_run_shows_its_config_layout_hparams_and_panels_in_tensorboard(tmp_pat
     events = EventAccumulator(str(tmp_path / "run"), size_guidance={"tensors": 0, "images": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
+    # what README.md's Training section lists (on the CPU in float32: no grad scale, no GPU memory)
+    listed = {"train/loss", "train/lr", "train/images_per_s", "train/skipped_steps"}
+    listed |= {f"val/{key}" for key in ("loss", "mIoU", "mAcc", "aAcc", "mDice", "ECE", "NLL")}
+    listed |= {"val/Brier", *(f"val/IoU/{name}" for name in CLASS_NAMES)}
+    assert listed <= scalars, sorted(listed - scalars)
+    assert set(events.Tags()["images"]) == {"val/reliability", "val/sample_0", "val/sample_1"}
 
     text = events.Tensors("config/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert text.startswith("```yaml\n") and text.endswith("```")
