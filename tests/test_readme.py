@@ -1,0 +1,228 @@
+"""Every code block of README.md runs as written, offline, on tiny inputs.
+
+Each ```python block runs in a fresh namespace after `PREAMBLE` (the tensors the examples
+call `logits`, `labels`, `images`), with network connections refused and an empty torch
+cache, so an example that downloads weights fails. mmsegmentation is not a dependency of
+segls: where it is not installed, the loss section's wrapper registers itself with
+`MmsegRegistryStandIn`, a stand-in for ``mmseg.registry.MODELS`` and nothing more (its
+``register_module()`` and ``build(dict(type=...))``, as mmengine's Registry has them); the
+wrapper itself runs as written, and must give F.cross_entropy's smoothed loss.
+
+Each ```bash block runs command by command from a scratch folder that sees the repository's
+configs/, data/ and tools/ (in this process: ``python tools/<name>.py ARGS`` is
+``segls.cli.<name>.run(ARGS)``): ``pip install`` is left out (the suite runs in the
+installed environment), and the training commands get `SHORT_RUNS` appended (2 iterations;
+one run of the ε grid), so they take seconds. A block that cannot run this way is marked in
+README.md by ``<!-- not run: reason -->`` on the line above it; it is reported as skipped
+with that reason (``pytest -rs``). Blocks of any other language (yaml, plain text) are not
+code and are left alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import shlex
+import socket
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+PYTHON_LANGS = {"python", "py"}
+SHELL_LANGS = {"bash", "sh", "shell"}
+NOT_RUN = re.compile(r"<!--\s*not run:\s*(?P<reason>.+?)\s*-->")
+FENCE = re.compile(r"^```(?P<lang>[\w+-]*)[^\n]*\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
+IMPORTS_MMSEG = re.compile(r"^\s*(from|import) mmseg\b", re.M)
+
+PREAMBLE = """
+import torch
+import torchvision
+import segmentation_models_pytorch as smp
+
+torch.manual_seed(0)
+images = torch.randn(2, 3, 64, 64)
+logits = torch.randn(2, 19, 64, 64, requires_grad=True)
+labels = torch.randint(0, 19, (2, 64, 64))
+labels[:, :4] = 255  # some ignored pixels
+"""
+
+# Appended to the commands of these tools so that they train for seconds, not minutes.
+_TWO_ITERATIONS = [
+    "schedule.max_iters=2",
+    "schedule.warmup_iters=0",
+    "schedule.cooldown_iters=0",
+    "schedule.eval_interval=2",
+    "schedule.checkpoint_interval=2",
+    "data.num_workers=0",
+]
+SHORT_RUNS = {
+    "tools/train.py": _TWO_ITERATIONS,
+    # and one point of the grid: the README's --eps and --seeds are parsed, then replaced
+    "tools/compare_smoothing.py": [*_TWO_ITERATIONS, "--eps", "0.1", "--seeds", "0"],
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block: its language, its text, where it starts, and a not-run reason."""
+
+    lang: str
+    code: str
+    line: int
+    not_run: str | None
+
+    @property
+    def id(self) -> str:
+        return f"README.md:{self.line}:{self.lang}"
+
+
+def code_blocks(text: str) -> list[Block]:
+    """The python and shell blocks of a Markdown text, with the marker on the line above each."""
+    blocks = []
+    for match in FENCE.finditer(text):
+        lang = match["lang"].lower()
+        if lang not in PYTHON_LANGS | SHELL_LANGS:
+            continue
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        marker = NOT_RUN.search(before)
+        line = text.count("\n", 0, match.start()) + 1
+        blocks.append(Block(lang, match["code"], line, marker["reason"] if marker else None))
+    return blocks
+
+
+BLOCKS = code_blocks(README.read_text(encoding="utf-8"))
+
+
+def shell_commands(code: str) -> list[str]:
+    """The commands of a shell block: continued lines joined, comments dropped, split at &&."""
+    joined = re.sub(r"\s*\\\n\s*", " ", code)
+    commands = []
+    for line in joined.splitlines():
+        line = line.split(" #", 1)[0].strip() if not line.lstrip().startswith("#") else ""
+        commands += [part.strip() for part in line.split("&&") if part.strip()]
+    return commands
+
+
+def test_the_readme_has_runnable_blocks_and_every_marker_gives_a_reason():
+    assert sum(block.lang in PYTHON_LANGS and not block.not_run for block in BLOCKS) >= 1
+    assert sum(block.lang in SHELL_LANGS and not block.not_run for block in BLOCKS) >= 2
+    for block in BLOCKS:
+        assert block.not_run is None or len(block.not_run) > 10, block.id
+
+
+def test_shell_commands_are_split_as_a_shell_would():
+    code = "# one\npip install -e . && python tools/train.py C \\\n    a=1  # note\n"
+    assert shell_commands(code) == ["pip install -e .", "python tools/train.py C a=1"]
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network connection succeeds, and torch's weight cache is empty."""
+
+    def refuse(*args, **kwargs):
+        raise ConnectionRefusedError("README examples must run offline")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+
+class MmsegRegistryStandIn:
+    """mmseg.registry.MODELS as the README's wrapper uses it: register a class, build by type."""
+
+    def __init__(self) -> None:
+        self.classes: dict[str, type] = {}
+
+    def register_module(self):
+        def register(cls: type) -> type:
+            self.classes[cls.__name__] = cls
+            return cls
+
+        return register
+
+    def build(self, cfg: dict):
+        kwargs = dict(cfg)
+        return self.classes[kwargs.pop("type")](**kwargs)
+
+
+@pytest.fixture
+def mmseg_registry(monkeypatch) -> MmsegRegistryStandIn | None:
+    """The stand-in registry, importable as mmseg.registry.MODELS; None if mmseg is installed."""
+    if importlib.util.find_spec("mmseg") is not None:
+        return None
+    registry = MmsegRegistryStandIn()
+    package, module = types.ModuleType("mmseg"), types.ModuleType("mmseg.registry")
+    module.MODELS, package.registry = registry, module
+    monkeypatch.setitem(sys.modules, "mmseg", package)
+    monkeypatch.setitem(sys.modules, "mmseg.registry", module)
+    return registry
+
+
+@pytest.mark.parametrize(
+    "block", [b for b in BLOCKS if b.lang in PYTHON_LANGS], ids=lambda block: block.id
+)
+def test_python_block_runs(block, offline, mmseg_registry):
+    if block.not_run:
+        pytest.skip(f"{block.id} not run: {block.not_run}")
+    namespace: dict = {}
+    exec(compile(PREAMBLE, "<preamble>", "exec"), namespace)
+    exec(compile(block.code, block.id, "exec"), namespace)
+    losses = [value for name, value in namespace.items() if name.startswith("loss")]
+    for loss in (value for value in losses if isinstance(value, torch.Tensor)):
+        assert loss.ndim == 0 and torch.isfinite(loss), block.id
+    if mmseg_registry is not None and IMPORTS_MMSEG.search(block.code):
+        _check_the_registered_wrappers(mmseg_registry, namespace["logits"], namespace["labels"])
+
+
+def _check_the_registered_wrappers(registry: MmsegRegistryStandIn, logits, labels) -> None:
+    """Each wrapper, built as mmseg builds a decode head's loss, is F.cross_entropy's loss."""
+    assert registry.classes, "the block imports mmseg but registers no wrapper"
+    expected = torch.nn.functional.cross_entropy(
+        logits, labels, ignore_index=255, label_smoothing=0.1
+    )
+    for name in registry.classes:
+        wrapper = registry.build(dict(type=name, lb_smooth=0.1))
+        assert wrapper.loss_name.startswith("loss_"), name  # mmseg sums the loss_* outputs
+        torch.testing.assert_close(wrapper(logits, labels, ignore_index=255), expected)
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """A folder to run commands from, seeing the repository's configs/, data/ and tools/."""
+    folder = tmp_path_factory.mktemp("readme")
+    for name in ("configs", "data", "tools"):
+        (folder / name).symlink_to(REPO_ROOT / name)
+    return folder
+
+
+def _run_command(command: str) -> None:
+    """Run one README command, a ``python tools/<name>.py`` one, in this process.
+
+    tools/<name>.py only calls ``segls.cli.<name>.run`` (tests/test_layout.py checks that), so
+    calling it here runs the same code without a second start of Python and torch.
+    """
+    words = shlex.split(command)
+    if words[:2] == ["pip", "install"]:
+        return  # the suite runs in the installed environment
+    tool = words[1] if len(words) > 1 and words[0] == "python" else ""
+    if not (tool.startswith("tools/") and tool.endswith(".py") and (REPO_ROOT / tool).is_file()):
+        pytest.fail(f"cannot run {command!r}: mark its block <!-- not run: reason -->")
+    module = importlib.import_module(f"segls.cli.{Path(tool).stem}")
+    assert module.run([*words[2:], *SHORT_RUNS.get(tool, [])]) == 0, command
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang in SHELL_LANGS], ids=lambda b: b.id)
+def test_shell_block_runs(block, scratch, monkeypatch, offline):
+    if block.not_run:
+        pytest.skip(f"{block.id} not run: {block.not_run}")
+    monkeypatch.chdir(scratch)
+    for command in shell_commands(block.code):
+        _run_command(command)
