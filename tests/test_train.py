@@ -354,7 +354,7 @@ def test_train_writes_records_and_checkpoints_then_resumes(dataset_root, tmp_pat
     }
     assert {"val/sample_0", "val/sample_1", "val/reliability"} <= set(events.Tags()["images"])
     image = events.Images("val/sample_0")[-1]
-    assert image.height == 32 and image.width == 3 * 32 + 2 * 4
+    assert min(image.height, image.width) >= 2 * 32  # a 2×2 grid: tests/test_train_logger.py
     assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3, 4]
     lrs = [event.value for event in events.Scalars("train/lr")]
     assert lrs[0] == pytest.approx(0.01 * 0.1)  # warm-up starts at warmup_ratio * lr
