@@ -54,7 +54,8 @@ def test_panel_shape_and_dtype_for_any_image(channels, height, width, scale):
     label = torch.randint(0, 3, (height, width))
     shown = panel(image, label, label, PALETTE, [0.5] * channels, [0.25] * channels)
     assert shown.dtype == torch.uint8 and shown.shape[2] == 3
-    assert min(shown.shape[:2]) >= 2 * 160  # tiles enlarged to 160 px, two or more per side
+    # four tiles enlarged to at least 160 px a side, in a 2×2 grid or in one row or column
+    assert min(shown.shape[:2]) >= 160 and shown.shape[0] * shown.shape[1] >= 4 * 160**2
 
 
 def colour_count(picture: torch.Tensor, colour: list[int]) -> int:
