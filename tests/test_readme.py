@@ -8,14 +8,15 @@ segls: where it is not installed, the loss section's wrapper registers itself wi
 ``register_module()`` and ``build(dict(type=...))``, as mmengine's Registry has them); the
 wrapper itself runs as written, and must give F.cross_entropy's smoothed loss.
 
-Each ```bash block runs command by command from a scratch folder that sees the repository's
-configs/, data/ and tools/ (in this process: ``python tools/<name>.py ARGS`` is
+Each ```bash block runs command by command from a scratch folder with a copy of configs/
+and the repository's data/ and tools/ (in this process: ``python tools/<name>.py ARGS`` is
 ``segls.cli.<name>.run(ARGS)``): ``pip install`` is left out (the suite runs in the
-installed environment), and the training commands get `SHORT_RUNS` appended (2 iterations;
-one run of the ε grid), so they take seconds. A block that cannot run this way is marked in
-README.md by ``<!-- not run: reason -->`` on the line above it; it is reported as skipped
-with that reason (``pytest -rs``). Blocks of any other language (yaml, plain text) are not
-code and are left alone.
+installed environment), ``tensorboard --logdir DIR`` (a server) is a check that DIR holds
+runs to show, and the training commands get `SHORT_RUNS` appended (2 iterations; one run of
+the ε grid), so they take seconds. A block that cannot run this way is marked in README.md
+by ``<!-- not run: reason -->`` on the line above it; it is reported as skipped with that
+reason (``pytest -rs``). Blocks of any other language (yaml, plain text) are not code and
+are left alone.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import importlib
 import importlib.util
 import re
 import shlex
+import shutil
 import socket
 import sys
 import types
@@ -195,9 +197,11 @@ def _check_the_registered_wrappers(registry: MmsegRegistryStandIn, logits, label
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
-    """A folder to run commands from, seeing the repository's configs/, data/ and tools/."""
+    """A folder to run commands from, with a copy of configs/ (commands write configs there)
+    and the repository's data/ and tools/."""
     folder = tmp_path_factory.mktemp("readme")
-    for name in ("configs", "data", "tools"):
+    shutil.copytree(REPO_ROOT / "configs", folder / "configs")
+    for name in ("data", "tools"):
         (folder / name).symlink_to(REPO_ROOT / name)
     return folder
 
@@ -211,6 +215,10 @@ def _run_command(command: str) -> None:
     words = shlex.split(command)
     if words[:2] == ["pip", "install"]:
         return  # the suite runs in the installed environment
+    if words[:2] == ["tensorboard", "--logdir"] and len(words) == 3:
+        # a server that runs until stopped: check instead that it has runs to show
+        assert list(Path(words[2]).rglob("events.out.tfevents.*")), f"{command!r}: no runs"
+        return
     tool = words[1] if len(words) > 1 and words[0] == "python" else ""
     if not (tool.startswith("tools/") and tool.endswith(".py") and (REPO_ROOT / tool).is_file()):
         pytest.fail(f"cannot run {command!r}: mark its block <!-- not run: reason -->")

@@ -15,7 +15,7 @@ import argparse
 import shlex
 import sys
 
-from segls.cli.common import USER_ERRORS, run_command
+from segls.cli.common import run_command, user_errors
 from segls.plan import PlanError, default_config_path, plan_dataset, write_plan
 
 
@@ -61,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """`main`, with the errors a user can act on printed as one line; returns the exit status."""
-    return run_command(main, argv, (*USER_ERRORS, PlanError, OSError))
+    return run_command(main, argv, lambda: (*user_errors(), PlanError, OSError))

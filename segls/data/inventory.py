@@ -12,7 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segls.data.layouts import CITYSCAPES_LABELS, LAYOUTS, files_by_stem
+from segls.data.layouts import LAYOUTS, files_by_stem
+from segls.data.names import CITYSCAPES_LABELS
 from segls.data.readers import IMAGE_EXTS, MASK_EXTS, DataError
 
 TRAIN_NAMES = ("train", "training")

@@ -42,18 +42,23 @@ def render(cfg: config.Config, choices: Iterable[Choice], header: list[str]) -> 
     reasons = {choice.key: choice.why for choice in choices}
     lines = [line for text in header for line in _comment_lines(text, "")]
     for section in dataclasses.fields(cfg):
-        lines.append(f"{section.name}:")
         values = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(values):  # a top-level key such as `name`
+            lines += _entry(section.name, values, reasons.get(section.name, "default"), "")
+            continue
+        lines.append(f"{section.name}:")
         for item in dataclasses.fields(values):
-            key = f"{section.name}.{item.name}"
-            value = json.dumps(getattr(values, item.name), ensure_ascii=False)
-            entry = f"  {item.name}: {value}"
-            why = reasons.get(key, "default")
-            if len(entry) + len(why) + 4 <= LINE_WIDTH:
-                lines.append(f"{entry}  # {why}")
-            else:
-                lines += _comment_lines(why, "  ") + [entry]
+            why = reasons.get(f"{section.name}.{item.name}", "default")
+            lines += _entry(item.name, getattr(values, item.name), why, "  ")
     return "\n".join(lines) + "\n"
+
+
+def _entry(name: str, value: object, why: str, indent: str) -> list[str]:
+    """``name: value  # why`` at `indent`, or the reason on comment lines above when long."""
+    entry = f"{indent}{name}: {json.dumps(value, ensure_ascii=False)}"
+    if len(entry) + len(why) + 4 <= LINE_WIDTH:
+        return [f"{entry}  # {why}"]
+    return _comment_lines(why, indent) + [entry]
 
 
 def write_config(
