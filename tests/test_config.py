@@ -351,7 +351,7 @@ def test_ints_become_floats_and_optionals_accept_null_or_value(tmp_path):
         (["schedule.max_iters=0"], "schedule.max_iters = 0", "1 or more"),
         (["schedule.warmup_iters=2000"], "schedule.warmup_iters = 2000", "max_iters = 1000"),
         (["schedule.warmup_ratio=2"], "schedule.warmup_ratio = 2.0", "[0, 1]"),
-        (["schedule.power=.nan"], "schedule.power = nan", "0 or more"),
+        (["schedule.power=.nan"], "schedule.power = nan", "NaN and inf are not allowed"),
         (["schedule.min_lr=0.1"], "schedule.min_lr = 0.1", "optimizer.lr = 0.001"),
         (["schedule.eval_interval=0"], "schedule.eval_interval = 0", "1 or more"),
         (["schedule.log_interval=-5"], "schedule.log_interval = -5", "1 or more"),
@@ -528,3 +528,48 @@ def test_readme_key_table_matches_the_dataclasses():
         kind, default_text = documented[key]
         assert kind == names[hint], key
         assert yaml.safe_load(default_text if default_text != "off" else "'off'") == default, key
+
+
+def float_keys() -> list[tuple[str, object]]:
+    """(key path, hint) of every field of the schema that holds floats, found from the hints."""
+    found = []
+    for section, section_type in typing.get_type_hints(Config).items():
+        for name, hint in typing.get_type_hints(section_type).items():
+            inner = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
+            if float in (inner[0], *typing.get_args(inner[0])):
+                found.append((f"{section}.{name}", inner[0]))
+    return found
+
+
+def test_the_schema_has_the_float_keys_this_test_expects():
+    keys = dict(float_keys())
+    assert {"data.mean", "optimizer.lr", "loss.class_weight", "eval.scales"} <= keys.keys()
+    assert len(keys) >= 20
+
+
+@pytest.mark.parametrize("key", [key for key, _ in float_keys()])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_key_refuses_nan_and_inf(key, bad):
+    tree = config.to_dict(Config())
+    section, name = key.split(".")
+    value = tree[section][name]
+    if value is None:  # loss.class_weight (one per class), lb_pos/lb_neg, grad_clip, ema_decay
+        value = [1.0, 1.0, bad] if name == "class_weight" else bad
+    elif isinstance(value, list):
+        value = [bad, *value[1:]]
+    else:
+        value = bad
+    tree[section][name] = value
+    with pytest.raises(ConfigError) as info:
+        config.from_dict(tree)
+    assert str(info.value) == (
+        f"config dict: {key} = {value!r}: give finite numbers: NaN and inf are not allowed"
+    )
+
+
+def test_a_nan_override_is_refused_naming_the_override(tmp_path):
+    message = load_error(write(tmp_path / "c.yaml", ""), ["data.mean=[.nan,0.3,0.2]"])
+    assert message == (
+        "command-line override 'data.mean=[.nan,0.3,0.2]': data.mean = [nan, 0.3, 0.2]: "
+        "give finite numbers: NaN and inf are not allowed"
+    )

@@ -6,6 +6,8 @@ with the file or override that set it and what to do instead.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -175,8 +177,34 @@ def _eval_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "eval.scales", scales_ok, "give one or more finite factors > 0, e.g. [0.75, 1.0, 1.25]"
 
 
+def _finite(value: Any) -> bool:
+    """Whether every float in `value` (a number, or one inside lists and mappings) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(item) for item in value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    return True
+
+
+def _nonfinite_keys(cfg: Config) -> list[str]:
+    """The key paths whose value holds NaN or ±inf."""
+    return [
+        f"{section.name}.{name.name}"
+        for section in dataclasses.fields(cfg)
+        for name in dataclasses.fields(getattr(cfg, section.name))
+        if not _finite(getattr(getattr(cfg, section.name), name.name))
+    ]
+
+
 def _problems(cfg: Config) -> list[tuple[str, str]]:
-    """(key path, what to do) for every value that fails a check."""
+    """(key path, what to do) for every value that fails a check.
+
+    A value holding NaN or ±inf gets that said, and no other advice; the relations between
+    keys are then left for later (a comparison with NaN or inf would only confuse).
+    """
+    nonfinite = _nonfinite_keys(cfg)
     problems = [
         (key, f"use one of {', '.join(choices)}")
         for key, choices in _CHOICES.items()
@@ -193,8 +221,12 @@ def _problems(cfg: Config) -> list[tuple[str, str]]:
         if not _in_unit(lookup(cfg, key))
     ]
     problems += [(k, "give a non-empty string") for k in _NON_EMPTY if not lookup(cfg, k)]
-    problems += [(key, advice) for key, ok, advice in _special_checks(cfg) if not ok]
-    return problems
+    if not nonfinite:  # the relations between keys, only between finite values
+        problems += [(key, advice) for key, ok, advice in _special_checks(cfg) if not ok]
+    finite_advice = "give finite numbers: NaN and inf are not allowed"
+    return [(key, finite_advice) for key in nonfinite] + [
+        (key, advice) for key, advice in problems if key not in nonfinite
+    ]
 
 
 def check(cfg: Config, where: Callable[[str], str]) -> None:
