@@ -6,6 +6,11 @@ leftovers from a live one's), flushed to disk, and moved over the destination in
 ``os.replace``; then the directory entry is flushed too. A crash or ``kill -9`` at any moment
 leaves either the old file or the new one, never half of one. Append-only logs
 (`append_text`) are the one exception: a line is added to the end, or not.
+
+Torch files (`write_torch`) carry a CRC-32 of the bytes ``torch.save`` wrote, computed as
+they are written and kept in the zip archive's comment, so the file stays an ordinary
+torch file; `read_torch` verifies it before loading with ``weights_only=True``, and turns
+torch's errors into `UnreadableFileError` messages that say what is wrong with the file.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import io
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -28,9 +35,12 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "UnreadableFileError",
     "append_text",
     "encode_png",
     "json_safe",
+    "read_torch",
+    "remove_files",
     "remove_stale_temp_files",
     "scratch_directory",
     "staged_directory",
@@ -82,12 +92,17 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     """Create or replace `path` with what `write` writes into the binary file it is given."""
 
     def fill(temp_path: Path) -> None:
-        # os.open with 0o666 lets the umask set the permissions, as for any other new file.
-        descriptor = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(descriptor, "wb") as handle:
+        with _open_new(temp_path) as handle:
             write(handle)
 
     write_through_path(path, fill)
+
+
+def _open_new(path: Path) -> BinaryIO:
+    """A new file at `path` opened for binary writing (an error if it exists)."""
+    # os.open with 0o666 lets the umask set the permissions, as for any other new file.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    return os.fdopen(descriptor, "wb")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
@@ -191,11 +206,148 @@ def write_png(
     write_bytes(path, encode_png(image, palette=palette))
 
 
+_END_RECORD = b"PK\x05\x06"  # a zip archive's end-of-central-directory record: its last 22 bytes
+_END_RECORD_SIZE = 22
+_CHECKSUM_TAG = b"segls-crc32:"
+_CHECKSUM_SIZE = len(_CHECKSUM_TAG) + 8
+
+
+class UnreadableFileError(ValueError):
+    """A torch file that is damaged, is no torch file, or holds objects that are not loaded."""
+
+
+class _ChecksummedWriter:
+    """A binary file that keeps the CRC-32 and the last bytes of what is written through it.
+
+    An OSError of the file (a full disk) is kept too: torch reports it as "unexpected pos".
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.crc = 0
+        self.tail = b""
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            written = self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+        self.crc = zlib.crc32(data, self.crc)
+        self.tail = (self.tail + bytes(data[-_END_RECORD_SIZE:]))[-_END_RECORD_SIZE:]
+        return written
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def write_torch(path: str | os.PathLike, obj: object) -> None:
-    """Write `obj` with ``torch.save`` (a checkpoint, a state dict)."""
+    """Write `obj` with ``torch.save`` (a checkpoint, a state dict), with its CRC-32.
+
+    The checksum goes into the zip comment (see the module docstring). A full disk or
+    another failed write raises the OSError that caused it, and `path` stays as it was.
+    """
+
     import torch  # imported here: the config writes its YAML through this module, and fast
 
-    write_atomic(path, lambda handle: torch.save(obj, handle))
+    def fill(handle: BinaryIO) -> None:
+        writer = _ChecksummedWriter(handle)
+        try:
+            torch.save(obj, writer)
+        except Exception:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+        if not (writer.tail.startswith(_END_RECORD) and writer.tail.endswith(b"\0\0")):
+            raise RuntimeError("torch.save did not end its file with a plain zip end record")
+        comment = _CHECKSUM_TAG + b"%08x" % writer.crc
+        handle.seek(-2, os.SEEK_END)  # the end record's comment length, 0 as torch wrote it
+        handle.write(len(comment).to_bytes(2, "little") + comment)
+
+    write_atomic(path, fill)
+
+
+def _checksum_problem(path: Path) -> str | None:
+    """Why the CRC-32 written with `path` does not match its bytes; None if it does or is absent.
+
+    Files without one (written by torch.save itself) pass unchecked.
+    """
+    size = path.stat().st_size
+    trailer = _END_RECORD_SIZE + _CHECKSUM_SIZE
+    with open(path, "rb") as handle:
+        handle.seek(max(size - trailer, 0))
+        tail = handle.read()
+        if _CHECKSUM_TAG not in tail:
+            return None
+        stated = tail[-8:]
+        laid_out = (
+            len(tail) == trailer
+            and tail.startswith(_END_RECORD)
+            and tail[20:22] == _CHECKSUM_SIZE.to_bytes(2, "little")
+            and tail[22:-8] == _CHECKSUM_TAG
+        )
+        if not laid_out:
+            return "its checksum record is damaged"
+        handle.seek(0)
+        crc, left = 0, size - _CHECKSUM_SIZE - 2
+        while left > 0:
+            chunk = handle.read(min(left, 1 << 24))
+            crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+    crc = zlib.crc32(b"\0\0", crc)
+    if b"%08x" % crc != stated:
+        return (
+            f"its contents do not match the CRC-32 written with it ({stated.decode(errors='replace')}"
+            f", now {crc:08x}): bytes changed on disk or in a copy"
+        )
+    return None
+
+
+def _load_problem(error: Exception) -> str:
+    """What a failed ``torch.load(weights_only=True)`` says about the file, in a few words.
+
+    Never torch's advice to load with ``weights_only=False``: that would run the file's code.
+    """
+    text = str(error)
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if isinstance(error, pickle.UnpicklingError) and unsafe:
+        return (
+            f"it holds a pickled Python object ({unsafe[1]}) besides tensors and plain values; "
+            "segls never unpickles such objects, as that can run code from the file. Use a "
+            "file holding only tensors (a state dict) from a source you trust"
+        )
+    reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    first = reason[1] if reason else re.split(r"(?<=\.)\s", text.strip(), maxsplit=1)[0]
+    first = first.strip().rstrip(".")
+    detail = type(error).__name__ + (f": {first}" if first and "weights_only" not in first else "")
+    return f"it is truncated, corrupt or not a torch file ({detail})"
+
+
+def read_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
+    """Load a torch file with ``weights_only=True`` after checking the CRC-32 written with it.
+
+    UnreadableFileError (naming `path`) when the checksum does not match, the file does not
+    load, or it holds objects other than tensors and plain values.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        problem = _checksum_problem(path)
+    except OSError as error:
+        raise UnreadableFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if problem is None:
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:
+            problem = _load_problem(error)
+    raise UnreadableFileError(f"{path}: {problem}")
+
+
+def remove_files(paths: Iterable[str | os.PathLike]) -> None:
+    """Delete `paths` (those that exist)."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:

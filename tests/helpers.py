@@ -7,6 +7,7 @@ which keeps multi-process tests fast (test_runtime_distributed, test_train_fault
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
 import multiprocessing
@@ -252,6 +253,28 @@ def save_checkpoint(cfg: config.Config, path: Path, ema: bool = True) -> nn.Modu
     )
     io.write_torch(path, state)
     return wanted
+
+
+class FullDisk:
+    """A file that takes `room` bytes, then fails every write as a full disk does (ENOSPC)."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.handle.close()
 
 
 # ---- running code in other processes ----------------------------------------------------

@@ -167,3 +167,14 @@ def test_float_images_with_nan_pixels_stop_training_without_a_checkpoint(tmp_pat
     with pytest.raises(NonFiniteError, match="stopped at iter 2.*no step of this run had a finite"):
         train(cfg, tmp_path / "run")
     assert not list((tmp_path / "run").glob("*.pth"))
+
+
+def test_a_corrupt_checkpoint_message_does_not_pass_on_torchs_advice(tmp_path):
+    garbage = tmp_path / "latest.pth"
+    garbage.write_bytes(b"garbage" * 10)
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.load(garbage)
+    assert str(error.value) == (
+        f"cannot read checkpoint {garbage}: it is truncated, corrupt or not a torch file "
+        "(UnpicklingError: Unsupported operand 103); use another checkpoint or start afresh"
+    )

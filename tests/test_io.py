@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import ast
+import errno
 import os
 import stat
 import subprocess
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import FullDisk
 
 from segls import io
 
@@ -158,3 +162,40 @@ def test_only_the_temporary_files_of_dead_writers_are_removed(tmp_path):
         path.write_bytes(b"half")
     assert io.remove_stale_temp_files(tmp_path) == [stale]
     assert not stale.exists() and alive.exists() and other.exists()
+
+
+def test_write_torch_keeps_a_crc32_of_its_bytes_that_read_torch_checks(tmp_path):
+    path = tmp_path / "state.pth"
+    io.write_torch(path, {"weights": torch.arange(5000.0), "iter": 3})
+    assert torch.load(path, weights_only=True)["iter"] == 3  # still a plain torch file
+    data = path.read_bytes()
+    comment = zipfile.ZipFile(path).comment  # the zip comment, read by the zipfile module
+    assert comment.startswith(b"segls-crc32:") and data.endswith(comment)
+    # The CRC-32 of the bytes torch.save wrote: the file without the comment, whose length
+    # field (the last 2 bytes of the zip end record) torch wrote as 0.
+    written = data[: -len(comment) - 2] + b"\0\0"
+    assert comment == b"segls-crc32:%08x" % zlib.crc32(written)
+    assert io.read_torch(path)["iter"] == 3
+
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0x01  # one bit, inside the tensor's bytes
+    path.write_bytes(bytes(damaged))
+    assert torch.load(path, weights_only=True)["iter"] == 3  # torch does not notice
+    with pytest.raises(io.UnreadableFileError, match="state.pth: its contents do not match"):
+        io.read_torch(path)
+    plain = tmp_path / "plain.pth"
+    torch.save({"iter": 4}, plain)  # written by torch itself: no checksum to check
+    assert io.read_torch(plain)["iter"] == 4
+
+
+def test_a_full_disk_raises_the_os_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pth"
+    io.write_torch(path, {"iter": 1})
+    before = path.read_bytes()
+    real_open = io._open_new
+    monkeypatch.setattr(io, "_open_new", lambda temp: FullDisk(real_open(temp), room=1000))
+    with pytest.raises(OSError) as error:
+        io.write_torch(path, {"iter": 2, "weights": torch.zeros(10_000)})
+    assert error.value.errno == errno.ENOSPC  # not torch's "unexpected pos"
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"]

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segls import ConfigError, io
+
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 # timm's "tf_" Lite0 pads like TensorFlow ("SAME") and uses batch-norm eps 1e-3, as the
 # checkpoint was trained; smp's deprecated "timm-tf_efficientnet_lite0" pads symmetrically
@@ -105,7 +107,11 @@ def _check_weights_file(path: Path) -> None:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file or a torch.load-able (weights_only) state dict."""
+    """Tensors of a .safetensors file or a torch file read by `segls.io.read_torch`.
+
+    A file that does not load, or is no state dict, is a ConfigError (a ValueError) naming
+    it and ``model.encoder_weights``.
+    """
     _check_weights_file(path)
     try:
         if path.name.lower().endswith(".safetensors"):
@@ -113,17 +119,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             loaded = load_file(str(path), device="cpu")
         else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"could not read encoder weights '{path}': {err}") from err
+            loaded = io.read_torch(path)
+    except io.UnreadableFileError as error:
+        raise ConfigError(f"model.encoder_weights: cannot read {error}") from None
+    except Exception as error:
+        raise ConfigError(f"model.encoder_weights: cannot read '{path}': {error}") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
             loaded = loaded[wrapper]
     if not isinstance(loaded, Mapping):
-        raise ValueError(f"encoder weights '{path}' hold a {type(loaded).__name__}, not a dict")
+        raise ConfigError(f"encoder weights '{path}' hold a {type(loaded).__name__}, not a dict")
     not_tensors = [key for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise ValueError(
+        raise ConfigError(
             f"encoder weights '{path}' are not a plain state dict: {not_tensors[:5]} are not "
             "tensors; save encoder.state_dict() (or wrap it as {'state_dict': ...})"
         )

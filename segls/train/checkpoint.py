@@ -8,6 +8,9 @@ A training checkpoint is a dict of tensors and plain Python values (so it loads 
 `save` writes one from a `segls.train.Run` and `restore` puts all of it back into one. Format
 1 also held the learning-rate scheduler's state, which the iteration now replaces; it is
 still read (and that entry ignored).
+
+Every file is written with a CRC-32 of its bytes and read through `segls.io.read_torch`,
+which checks it: a file whose bytes changed is damaged, like a truncated one.
 """
 
 from __future__ import annotations
@@ -54,17 +57,16 @@ class CheckpointError(RuntimeError):
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; errors name the file."""
+    """Read a checkpoint (`segls.io.read_torch`: checksum, weights only); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
+        state = io.read_torch(path, map_location)
+    except io.UnreadableFileError as error:
         raise CheckpointError(
-            f"cannot read checkpoint {path}: it is truncated, corrupt or not a torch file "
-            f"({type(error).__name__}: {error}); use another checkpoint or start afresh"
-        ) from error
+            f"cannot read checkpoint {error}; use another checkpoint or start afresh"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(
             f"checkpoint {path} holds a {type(state).__name__}, not a dict of states"
