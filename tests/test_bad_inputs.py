@@ -19,9 +19,10 @@ from PIL import Image
 from segls import config
 from segls.cli import train as train_cli
 from segls.config import ConfigError
+from segls.data import DataError
 from segls.models.weights import read_state_dict
 from segls.runtime import distributed
-from segls.train import CheckpointError, NonFiniteError, checkpoint, train
+from segls.train import CheckpointError, NonFiniteError, checkpoint, loop, train
 
 
 class RunsCode:
@@ -167,6 +168,40 @@ def test_float_images_with_nan_pixels_stop_training_without_a_checkpoint(tmp_pat
     with pytest.raises(NonFiniteError, match="stopped at iter 2.*no step of this run had a finite"):
         train(cfg, tmp_path / "run")
     assert not list((tmp_path / "run").glob("*.pth"))
+
+
+def test_a_bad_validation_mask_fails_before_any_training_step(tmp_path, monkeypatch):
+    root = write_dataset(tmp_path / "data")
+    mask_path = root / "masks" / "val" / "s1.png"
+    mask = np.array(Image.open(mask_path))
+    mask[7, 7] = 7
+    Image.fromarray(mask).save(mask_path)
+    steps = []
+    monkeypatch.setattr(loop, "train_one_iter", lambda *args, **kwargs: steps.append(1))
+    with pytest.raises(DataError, match=f"{mask_path}: mask values \\[7\\] are neither"):
+        train(tiny_config(root, runtime={"vis_samples": 0}), tmp_path / "run")
+    assert steps == [] and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", ["malicious", "corrupt"])
+def test_encoder_weights_that_are_malicious_or_corrupt_get_one_line_without_torchs_advice(
+    tiny_setup, tmp_path, capsys, kind
+):
+    _, config_path = tiny_setup
+    marker = tmp_path / "owned"
+    weights = tmp_path / "encoder.pth"
+    if kind == "malicious":
+        torch.save({"conv1.weight": torch.zeros(1), "payload": RunsCode(marker)}, weights)
+        reason = "it holds a pickled Python object ("
+    else:
+        weights.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
+        reason = "it is truncated, corrupt or not a torch file"
+    argv = [str(config_path), "--work-dir", str(tmp_path / "run")]
+    assert train_cli.run([*argv, f"model.encoder_weights={weights}"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: model.encoder_weights: cannot read {weights}: {reason}")
+    assert error.count("\n") == 1 and "weights_only" not in error and "Traceback" not in error
+    assert not marker.exists() and not (tmp_path / "run").exists()
 
 
 def test_a_corrupt_checkpoint_message_does_not_pass_on_torchs_advice(tmp_path):

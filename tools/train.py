@@ -1,6 +1,7 @@
 """Train a segmentation model from a YAML config (``--help`` for the options).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [key.path=value ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--overwrite]
+        [key.path=value ...]
     torchrun --nproc_per_node=K tools/train.py CONFIG ...   (K processes, one per GPU)
 
 The command line is `segls.cli.train`.

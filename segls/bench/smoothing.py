@@ -68,7 +68,8 @@ def run_grid(
     ``loss.lb_smooth`` and ``runtime.seed`` are set per run on top of `overrides`;
     ``lb_pos``/``lb_neg`` are cleared so that ε is what varies. A finished run is reused
     and an interrupted one continues from its latest.pth, so the grid can be stopped and
-    started again.
+    started again; a run dir holding a run of another config is trained afresh, its
+    records replaced.
     """
     from segls.train import train  # the training stack, only when training
 
@@ -92,11 +93,11 @@ def run_grid(
                 continue
             resume = (same_run and (work_dir / "latest.pth").is_file()) or None
             log(f"{work_dir}: training with ε={epsilon:g}, seed {seed}")
-            try:
-                train(cfg, work_dir, resume=resume)
+            try:  # a grid's run dir with another config holds a stale run: replaced
+                train(cfg, work_dir, resume=resume, overwrite=resume is None)
             except checkpoint.CheckpointError as error:
                 log(f"{work_dir}: cannot resume ({error}); training afresh")
-                train(cfg, work_dir)
+                train(cfg, work_dir, overwrite=True)
     return runs
 
 

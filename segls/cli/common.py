@@ -97,10 +97,10 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 
 def training_errors() -> tuple[type[Exception], ...]:
-    """`user_errors` and NonFiniteError (training stopped on inf/NaN losses)."""
-    from segls.train import NonFiniteError
+    """`user_errors`, NonFiniteError (training stopped on inf/NaN losses) and WorkDirError."""
+    from segls.train import NonFiniteError, WorkDirError
 
-    return (*user_errors(), NonFiniteError)
+    return (*user_errors(), NonFiniteError, WorkDirError)
 
 
 def _rank_prefix() -> str:

@@ -1,6 +1,7 @@
 """Train a segmentation model from a YAML config.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [key.path=value ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--overwrite]
+        [key.path=value ...]
     torchrun --nproc_per_node=K tools/train.py CONFIG ...   (K processes, one per GPU)
 
 Overrides such as ``schedule.max_iters=2000`` are applied on top of CONFIG. The run writes
@@ -8,7 +9,9 @@ to work_dirs/<name>/ unless --work-dir says otherwise, where <name> is the confi
 or, when that is empty, CONFIG's file stem (and is written into the work dir's config.yaml,
 so ``tools/train.py work_dirs/<name>/config.yaml`` keeps it); --resume alone continues from
 that directory's latest.pth (or, if that is missing or damaged, from the newest intact
-checkpoint there). SIGTERM or Ctrl-C writes latest.pth before the run exits.
+checkpoint there). A fresh run into a directory holding another run's checkpoints, metrics
+or TensorBoard events is refused unless --overwrite, which deletes them. SIGTERM or Ctrl-C
+writes latest.pth before the run exits.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="CKPT",
         help="continue a run: from CKPT, or from the work dir's latest.pth when no path is given",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a work dir holding another run, deleting its records",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. optimizer.lr=0.01")
     args = parser.parse_intermixed_args(argv)
     if isinstance(args.resume, str) and "=" in args.resume and not os.path.exists(args.resume):
@@ -53,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     work_dir = Path(args.work_dir or Path("work_dirs") / cfg.name)
     from segls.train import train  # the training stack, once the config has passed its checks
 
-    return train(cfg, work_dir, resume=args.resume)
+    return train(cfg, work_dir, resume=args.resume, overwrite=args.overwrite)
 
 
 def run(argv: list[str] | None = None) -> int:

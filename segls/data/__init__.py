@@ -29,6 +29,7 @@ _SOURCES = {
     "read_image": "readers",
     "read_mask": "readers",
     "resolve_classes": "classes",
+    "check_first_batch": "loaders",
 }
 __all__ = sorted(_SOURCES)
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

@@ -170,6 +170,11 @@ class SegDataset(Dataset):
                 self._bounds[index] = bounds
         return self.transform(image, label, bounds)
 
+    def check_masks(self) -> None:
+        """Read every mask and check its values: DataError naming the first bad file."""
+        for path in self.label_paths:
+            self.mapper(read_mask(path), path)
+
     def reseed(self, seed: int | None) -> None:
         """Reset the random augmentation stream (called per DataLoader worker)."""
         self.transform.set_random_seed(seed)

@@ -9,13 +9,14 @@ main process stops training (see `segls.train.faults`) and then them.
 
 from __future__ import annotations
 
+import itertools
 import random
 import signal
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 from segls.data.datasets import SegDataset, build_dataset
 from segls.data.readers import DataError
@@ -28,8 +29,10 @@ __all__ = [
     "InfiniteLoader",
     "ShardSampler",
     "augmentation_seed",
+    "batch_indices",
     "build_dataloader",
     "build_loaders",
+    "check_first_batch",
     "init_worker",
 ]
 
@@ -153,6 +156,31 @@ def build_loaders(cfg: Config, rank: int = 0, world_size: int = 1) -> tuple[Data
         data, data.val_split, train=False, seed=seed, sampler=val_sampler, dataset=val_set
     )
     return train_loader, val_loader
+
+
+def batch_indices(loader: DataLoader, number: int) -> list[int] | None:
+    """The dataset indices of batch `number` (from 0) of the loader's current epoch.
+
+    Known when the sampler's order is fixed for the epoch (DistributedSampler after
+    ``set_epoch``, ShardSampler, in order); None for a RandomSampler, which draws its order.
+    """
+    if loader.batch_sampler is None or isinstance(loader.sampler, RandomSampler):
+        return None
+    return next(itertools.islice(iter(loader.batch_sampler), number, None), None)
+
+
+def check_first_batch(loader: DataLoader) -> None:
+    """Load and collate the first batch of epoch 0 here, so bad data fails before training.
+
+    The training stream is unchanged: `InfiniteLoader` reseeds the augmentations at the
+    start of every epoch.
+    """
+    sampler = loader.sampler
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(0)
+    indices = batch_indices(loader, 0)
+    if indices:
+        loader.collate_fn([loader.dataset[index] for index in indices])
 
 
 class InfiniteLoader:

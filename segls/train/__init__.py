@@ -3,19 +3,22 @@
 `build` makes a `Run` (everything a run needs) from a Config, `loop` trains it (`train`,
 `train_one_iter`), `optim` holds the optimizer and the learning rate as a function of the
 iteration, `checkpoint` what a checkpoint holds (save, restore, resume, weights for
-inference), `faults` non-finite steps and stop signals, `logger` the run's records.
+inference), `faults` non-finite steps and stop signals, `logger` the run's records,
+`workdir` the rules of the directory they go to.
 """
 
 from segls.train.build import Run, build_objective, build_run
 from segls.train.checkpoint import CheckpointError, restore
 from segls.train.faults import NonFiniteError, TrainingInterrupted
 from segls.train.loop import train, train_one_iter
+from segls.train.workdir import WorkDirError
 
 __all__ = [
     "CheckpointError",
     "NonFiniteError",
     "Run",
     "TrainingInterrupted",
+    "WorkDirError",
     "build_objective",
     "build_run",
     "restore",

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from segls import io, runtime
 from segls.config import Config, dump, validate
-from segls.data import InfiniteLoader, build_loaders
+from segls.data import InfiniteLoader, build_loaders, check_first_batch
 from segls.data import sample as sample_data
 from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
 from segls.models import InferenceSettings, build_model, settings_from_config
@@ -24,8 +24,9 @@ from segls.runtime import distributed
 from segls.train.faults import StopSignals
 from segls.train.logger import RunLogger
 from segls.train.optim import build_ema, build_optimizer
+from segls.train.workdir import cannot_write
 
-__all__ = ["Run", "build_objective", "build_run", "describe"]
+__all__ = ["Run", "build_objective", "build_run", "describe", "open_records"]
 
 
 def build_objective(cfg: Config, criterion: LabelSmoothSoftmaxCE) -> nn.Module:
@@ -93,25 +94,28 @@ def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
     """Set up the process and build everything training `cfg` into `work_dir` needs.
 
     `cfg` is checked first (`segls.config.validate`: a Config built or edited in Python
-    enters here), so nothing below checks its values again. Threads, determinism and seeds are applied (`segls.runtime.configure`) before anything
-    random is built, and the order below is fixed: the model's initial weights depend on it.
-    `start_iter` is where a resumed run continues (`segls.train.checkpoint.restore` puts the
-    rest back), so that the records after it are dropped. Under torchrun every process
-    joins the group and builds its replica; only rank 0 writes.
+    enters here), so nothing below checks its values again. Threads, determinism and seeds
+    are applied (`segls.runtime.configure`) before anything random is built, and the order
+    below is fixed: the model's initial weights depend on it. Every validation mask and
+    the first training batch are read here, so bad data fails now. Nothing is written into
+    `work_dir` until `open_records`. `start_iter` is where a resumed run continues
+    (`segls.train.checkpoint.restore` puts the rest back), so that the records after it are
+    dropped. Under torchrun every process joins the group and builds its replica; only
+    rank 0 writes.
     """
     validate(cfg)
     work_dir = Path(work_dir)
     device = runtime.configure(cfg.runtime)
     amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
     context = distributed.setup(device)
-    logger = RunLogger(work_dir, start_iter, active=context.is_main)
+    logger = RunLogger(work_dir, start_iter, active=context.is_main, deferred=True)
     try:
         if context.is_main:
             sample_data.prepare_if_bundled(cfg.data.root, logger.info)
-            for path in io.remove_stale_temp_files(work_dir):
-                logger.info(f"removed {path}, left by a save that was interrupted")
         distributed.barrier()
         train_loader, val_loader = build_loaders(cfg, context.rank, context.world_size)
+        val_loader.dataset.check_masks()
+        check_first_batch(train_loader)
         memory_format = torch.channels_last if cfg.runtime.channels_last else torch.preserve_format
         model = build_model(
             cfg.model, cfg.data.in_channels, cfg.data.num_classes, cfg.loss.upsample
@@ -121,9 +125,6 @@ def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
         train_model = distributed.wrap_ddp(model, context)
         train_model = torch.compile(train_model) if cfg.runtime.compile else train_model
         criterion = build_criterion(cfg).to(context.device)
-        if context.is_main:
-            dump(cfg, work_dir / "config.yaml")
-            logger.record_config(cfg, start_iter)
         return Run(
             cfg, work_dir, context, amp_dtype, memory_format, logger, StopSignals(),
             train_loader, val_loader, model, train_model, criterion,
@@ -138,6 +139,23 @@ def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
         logger.close()
         distributed.cleanup(context)
         raise
+
+
+def open_records(run: Run) -> None:
+    """Start writing into the work dir (rank 0): records, config.yaml; a killed save's leftovers go.
+
+    A write that fails (a read-only or full disk) is a one-line WorkDirError.
+    """
+    if not run.context.is_main:
+        return
+    try:
+        run.logger.open()
+        for path in io.remove_stale_temp_files(run.work_dir):
+            run.logger.info(f"removed {path}, left by a save that was interrupted")
+        dump(run.cfg, run.work_dir / "config.yaml")
+        run.logger.record_config(run.cfg, run.start_iter)
+    except OSError as error:
+        raise cannot_write(error.filename or run.work_dir, error) from error
 
 
 def describe(run: Run) -> str:

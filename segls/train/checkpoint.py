@@ -29,6 +29,7 @@ from segls.data import InfiniteLoader
 from segls.models.weights import key_differences
 from segls.train.faults import check_finite_weights
 from segls.train.optim import build_ema
+from segls.train.workdir import cannot_write
 
 if TYPE_CHECKING:
     from segls.train.build import Run
@@ -198,6 +199,8 @@ def save(run: Run, iteration: int, paths: Iterable[Path]) -> None:
     """Write `run`'s state after `iteration` to each of `paths` (only rank 0 writes).
 
     Weights that turned inf/NaN are refused first (`check_finite_weights`), on every rank.
+    A failed write (a full disk) is a WorkDirError naming the file; the file on disk stays
+    as it was.
     """
     check_finite_weights(run.model, iteration)
     if not run.context.is_main:
@@ -206,7 +209,10 @@ def save(run: Run, iteration: int, paths: Iterable[Path]) -> None:
         run.model, run.optimizer, run.scaler, iteration, run.best_miou, to_dict(run.cfg), run.ema
     )
     for path in paths:
-        io.write_torch(path, state)
+        try:
+            io.write_torch(path, state)
+        except OSError as error:
+            raise cannot_write(path, error) from error
         run.logger.info(f"saved {path}")
 
 

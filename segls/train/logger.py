@@ -145,20 +145,34 @@ class RunLogger:
     TensorBoard events and metrics.jsonl rows after `start_iter` (left by an interrupted
     run, or by an earlier run in the same directory) are dropped, so the records read as one
     continuous run. An inactive logger (`active` False: the ranks other than 0 of a
-    multi-process run) writes and prints nothing.
+    multi-process run) writes and prints nothing. A `deferred` logger touches nothing on
+    disk until `open`: lines logged before are printed at once and written to train.log then.
     """
 
-    def __init__(self, work_dir: str | Path, start_iter: int = 0, active: bool = True) -> None:
+    def __init__(
+        self, work_dir: str | Path, start_iter: int = 0, active: bool = True, deferred: bool = False
+    ) -> None:
         self.work_dir = Path(work_dir)
         self.active = active
+        self.start_iter = start_iter
         self.metrics_path = self.work_dir / "metrics.jsonl"
-        if not active:
+        self.log_path = self.work_dir / "train.log"
+        self.writer: SummaryWriter | None = None
+        self._unwritten: list[str] = []  # train.log lines logged before `open`
+        if not deferred:
+            self.open()
+
+    def open(self) -> None:
+        """Create the work dir and start the records (once; nothing for an inactive logger)."""
+        if not self.active or self.writer is not None:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._trim_metrics(start_iter)
+        self._trim_metrics(self.start_iter)
         _wait_for_a_later_second(self.work_dir)
-        self.log_path = self.work_dir / "train.log"
-        self.writer = SummaryWriter(str(self.work_dir), purge_step=start_iter + 1)
+        self.writer = SummaryWriter(str(self.work_dir), purge_step=self.start_iter + 1)
+        unwritten, self._unwritten = self._unwritten, []
+        if unwritten:
+            append_text(self.log_path, "".join(unwritten))
 
     def record_config(self, cfg: Config, step: int = 0) -> None:
         """Record the run's config as text, its HParams and the custom-scalars layout."""
@@ -176,10 +190,18 @@ class RunLogger:
         if not self.active:
             return
         tqdm.write(message, file=sys.stdout)
+        self.record(message)
+
+    def record(self, message: str) -> None:
+        """Append `message` to train.log only (e.g. an error the command line prints itself)."""
+        if not self.active:
+            return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        append_text(
-            self.log_path, "".join(f"{stamp} {line}\n" for line in message.splitlines() or [""])
-        )
+        lines = "".join(f"{stamp} {line}\n" for line in message.splitlines() or [""])
+        if self.writer is None:
+            self._unwritten.append(lines)
+        else:
+            append_text(self.log_path, lines)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Add TensorBoard scalars; NaN values (undefined scores) are left out."""
@@ -220,9 +242,8 @@ class RunLogger:
 
     def close(self) -> None:
         """Flush and close the files."""
-        if not self.active:
-            return
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
     def _trim_metrics(self, start_iter: int) -> None:
         """Drop metrics.jsonl rows after `start_iter`; start a new file for a fresh run."""

@@ -1,11 +1,13 @@
 """The training loop: iteration-based, one readable function per step.
 
-`train` builds a `Run` (`segls.train.build.build_run`), puts a checkpoint back into it when
-resuming (`segls.train.checkpoint.restore`), then repeats `train_one_iter` at the learning
-rate of each iteration (`segls.train.optim.learning_rate`). Every ``schedule.eval_interval``
-iterations (and at the end) it evaluates, and every ``schedule.checkpoint_interval`` (and at
-the end) it saves ``latest.pth``; ``best.pth`` is saved whenever val mIoU improves. The work
-dir also gets config.yaml (the resolved config, enough to repeat the run) and the records of
+`train` checks the work dir (`segls.train.workdir`), builds a `Run`
+(`segls.train.build.build_run`: data, model and the rest, all checked before anything is
+written), puts a checkpoint back into it when resuming (`segls.train.checkpoint.restore`),
+opens the records, then repeats `train_one_iter` at the learning rate of each iteration
+(`segls.train.optim.learning_rate`). Every ``schedule.eval_interval`` iterations (and at the
+end) it evaluates, and every ``schedule.checkpoint_interval`` (and at the end) it saves
+``latest.pth``; ``best.pth`` is saved whenever val mIoU improves. The work dir also gets
+config.yaml (the resolved config, enough to repeat the run) and the records of
 `segls.train.logger.RunLogger`.
 
 Resuming is exact (bit-identical weights on the CPU with ``num_workers=0``): the checkpoint
@@ -30,75 +32,95 @@ from segls.predict import evaluate, sample_panels
 from segls.predict.plots import reliability_diagram
 from segls.runtime import distributed, progress
 from segls.train import checkpoint, faults
-from segls.train.build import Run, build_run, describe
+from segls.train.build import Run, build_run, describe, open_records
 from segls.train.logger import TrainWindow
 from segls.train.optim import learning_rate, set_lr, update_ema
+from segls.train.workdir import check_work_dir, clear_records
 
 __all__ = ["train", "train_one_iter"]
 
 
-def train(cfg: Config, work_dir: str | Path, resume: str | Path | bool | None = None) -> dict:
+def train(
+    cfg: Config,
+    work_dir: str | Path,
+    resume: str | Path | bool | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Train as `cfg` says, recording into `work_dir`; returns the final validation scores.
 
     `resume` is None (fresh run), True (the work dir's latest.pth, or the newest intact
     checkpoint there, see `segls.train.checkpoint.resume_state`) or a checkpoint path; the
-    run then continues at the checkpoint's iteration with all states restored. Under
-    torchrun every process trains a DDP replica (`segls.runtime.distributed`) and only rank 0
-    writes. Non-finite steps, SIGTERM and Ctrl-C are handled as `segls.train.faults` says.
+    run then continues at the checkpoint's iteration with all states restored. A fresh run
+    into a work dir holding another run's records needs `overwrite`, which deletes them
+    (`segls.train.workdir`). Under torchrun every process trains a DDP replica
+    (`segls.runtime.distributed`) and only rank 0 writes. Non-finite steps, SIGTERM and
+    Ctrl-C are handled as `segls.train.faults` says.
     """
     work_dir = Path(work_dir)
+    records = check_work_dir(work_dir, fresh=resume is None or resume is False, overwrite=overwrite)
     resume_path, state, resume_note = checkpoint.resume_state(work_dir, resume)
     run = build_run(cfg, work_dir, start_iter=0 if state is None else int(state["iter"]))
-    sched, log, latest = cfg.schedule, run.logger.info, work_dir / "latest.pth"
     try:
-        if resume_note:
-            log(resume_note)
-        if state is None and latest.exists():
-            log(f"{work_dir} holds a previous run; starting afresh (--resume continues)")
         if state is not None:
             checkpoint.restore(run, state, resume_path)
-            log(f"resumed from {resume_path} at iter {run.start_iter}")
-        log(describe(run))
-        guard = faults.NonFiniteGuard(cfg.optimizer.max_nonfinite_steps, log)
-        window, scores, clock = TrainWindow(), None, time.perf_counter()
-        bar = progress(sched.max_iters, "train", initial=run.start_iter)
-        run.stop.install()
-        for iteration in range(run.start_iter + 1, sched.max_iters + 1):
-            step = _step(run, iteration)
-            window.add(step["loss"], step["batch_size"], step["skipped"])
-            guard.update(iteration, step["loss"], step["skipped"])
-            bar.update(1)
-            is_last = iteration == sched.max_iters
-            if iteration % sched.log_interval == 0 or is_last:
-                bar.set_postfix(loss=f"{_log_progress(run, iteration, window, step, clock):.4f}")
-                window = TrainWindow()
-            to_save = []
-            if iteration % sched.eval_interval == 0 or is_last:
-                scores = _validate(run, iteration, window)
-                if scores["mIoU"] > run.best_miou:
-                    run.best_miou = scores["mIoU"]
-                    to_save.append(work_dir / "best.pth")
-            if iteration % sched.checkpoint_interval == 0 or is_last:
-                to_save.append(latest)
-            if to_save:
-                checkpoint.save(run, iteration, to_save)
-            signum = step["stop"]
-            if signum:
-                if latest not in to_save:
-                    checkpoint.save(run, iteration, [latest])
-                raise faults.interrupt(signum, iteration, latest, log)
-        run.stop.uninstall()
-        bar.close()
-        if scores is None:  # resumed at the end: nothing trained, evaluate what there is
-            scores = _evaluate_and_record(run, run.start_iter, record=False)
-        best = f"{100 * run.best_miou:.2f}" if math.isfinite(run.best_miou) else "-"
-        log(
-            f"done: final mIoU {100 * scores['mIoU']:.2f}, mAcc {100 * scores['mAcc']:.2f}, "
-            f"aAcc {100 * scores['aAcc']:.2f} | best mIoU {best} | work dir {work_dir}"
-        )
-        return scores
+        if records and run.context.is_main:
+            clear_records(work_dir, records)
+        open_records(run)
+        if records:
+            names = ", ".join(path.name for path in records)
+            run.logger.info(f"deleted the previous run's records in {work_dir} ({names})")
+        if resume_note:
+            run.logger.info(resume_note)
+        if state is not None:
+            run.logger.info(f"resumed from {resume_path} at iter {run.start_iter}")
+        return _train_loop(run)
     finally:
         run.close()
+
+
+def _train_loop(run: Run) -> dict:
+    """Train from ``run.start_iter`` to ``schedule.max_iters``; returns the final scores."""
+    cfg, log, work_dir = run.cfg, run.logger.info, run.work_dir
+    sched, latest = cfg.schedule, work_dir / "latest.pth"
+    log(describe(run))
+    guard = faults.NonFiniteGuard(run.cfg.optimizer.max_nonfinite_steps, log)
+    window, scores, clock = TrainWindow(), None, time.perf_counter()
+    bar = progress(sched.max_iters, "train", initial=run.start_iter)
+    run.stop.install()
+    for iteration in range(run.start_iter + 1, sched.max_iters + 1):
+        step = _step(run, iteration)
+        window.add(step["loss"], step["batch_size"], step["skipped"])
+        guard.update(iteration, step["loss"], step["skipped"])
+        bar.update(1)
+        is_last = iteration == sched.max_iters
+        if iteration % sched.log_interval == 0 or is_last:
+            bar.set_postfix(loss=f"{_log_progress(run, iteration, window, step, clock):.4f}")
+            window = TrainWindow()
+        to_save = []
+        if iteration % sched.eval_interval == 0 or is_last:
+            scores = _validate(run, iteration, window)
+            if scores["mIoU"] > run.best_miou:
+                run.best_miou = scores["mIoU"]
+                to_save.append(work_dir / "best.pth")
+        if iteration % sched.checkpoint_interval == 0 or is_last:
+            to_save.append(latest)
+        if to_save:
+            checkpoint.save(run, iteration, to_save)
+        signum = step["stop"]
+        if signum:
+            if latest not in to_save:
+                checkpoint.save(run, iteration, [latest])
+            raise faults.interrupt(signum, iteration, latest, log)
+    run.stop.uninstall()
+    bar.close()
+    if scores is None:  # resumed at the end: nothing trained, evaluate what there is
+        scores = _evaluate_and_record(run, run.start_iter, record=False)
+    best = f"{100 * run.best_miou:.2f}" if math.isfinite(run.best_miou) else "-"
+    log(
+        f"done: final mIoU {100 * scores['mIoU']:.2f}, mAcc {100 * scores['mAcc']:.2f}, "
+        f"aAcc {100 * scores['aAcc']:.2f} | best mIoU {best} | work dir {work_dir}"
+    )
+    return scores
 
 
 def _step(run: Run, iteration: int) -> dict:
