@@ -170,6 +170,25 @@ def test_float_images_with_nan_pixels_stop_training_without_a_checkpoint(tmp_pat
     assert not list((tmp_path / "run").glob("*.pth"))
 
 
+def test_a_training_image_with_nan_pixels_is_named_when_its_step_is_skipped(tmp_path):
+    root = write_dataset(tmp_path / "data")
+    bad = root / "images" / "train" / "s2.tif"
+    image = tifffile.imread(bad).astype(np.float32)
+    image[3:13, 3:13] = np.nan
+    tifffile.imwrite(bad, image)
+    cfg = tiny_config(
+        root,
+        data={"scaling": "percentile"},
+        optimizer={"max_nonfinite_steps": 1},
+        runtime={"vis_samples": 0},
+    )
+    with pytest.raises(NonFiniteError) as error:
+        train(cfg, tmp_path / "run")
+    assert f"the skipped batches held NaN/inf pixels in {bad}. No checkpoint" in str(error.value)
+    others = [root / "images" / "train" / f"s{index}.tif" for index in (0, 1, 3)]
+    assert not any(str(path) in str(error.value) for path in others)
+
+
 def test_a_bad_validation_mask_fails_before_any_training_step(tmp_path, monkeypatch):
     root = write_dataset(tmp_path / "data")
     mask_path = root / "masks" / "val" / "s1.png"

@@ -450,17 +450,22 @@ def test_fp16_scaler_skips_a_nan_step_and_the_batchnorm_statistics_stay():
         assert torch.equal(value, before[key]), key
 
 
+def config_file(tmp_path: Path, max_iters: int, max_nonfinite_steps: int) -> Path:
+    """The file of a tiny config with these settings, on a dataset written under `tmp_path`."""
+    cfg = tiny_config(
+        write_dataset(tmp_path / "data"),
+        schedule={"max_iters": max_iters},
+        optimizer={"max_nonfinite_steps": max_nonfinite_steps},
+        runtime={"vis_samples": 0},
+    )
+    config.dump(cfg, tmp_path / "tiny.yaml")
+    return tmp_path / "tiny.yaml"
+
+
 def test_too_many_nonfinite_steps_stop_naming_the_iteration_and_the_last_finite_loss(
     tmp_path, monkeypatch, capsys
 ):
-    cfg = tiny_config(
-        write_dataset(tmp_path / "data"),
-        schedule={"max_iters": 8},
-        optimizer={"max_nonfinite_steps": 2},
-        runtime={"vis_samples": 0},
-    )
-    config_path = tmp_path / "tiny.yaml"
-    config.dump(cfg, config_path)
+    config_path = config_file(tmp_path, max_iters=8, max_nonfinite_steps=2)
     log = []
     nan_steps(monkeypatch, lambda number: number >= 3, log)
     work_dir = tmp_path / "run"
@@ -472,8 +477,9 @@ def test_too_many_nonfinite_steps_stop_naming_the_iteration_and_the_last_finite_
         f"and were skipped (optimizer.max_nonfinite_steps=2); the last finite loss was "
         f"{last_loss:.6g} at iter 2"
     )
-    assert expected in capsys.readouterr().err
-    assert expected in (work_dir / "train.log").read_text()
+    printed = capsys.readouterr()
+    assert expected in printed.err and "".join(printed).count(expected) == 1  # printed once
+    assert (work_dir / "train.log").read_text().count(expected) == 1
     latest = checkpoint.load(work_dir / "latest.pth")  # the last good checkpoint, intact
     assert latest["iter"] == 2
     for key, value in log[1][3].items():
@@ -500,3 +506,16 @@ def test_weights_that_turned_non_finite_are_never_saved(tmp_path, monkeypatch):
     with pytest.raises(faults.NonFiniteError, match="at iter 4 the weights hold inf/NaN"):
         train(cfg, work_dir)
     assert checkpoint.load(work_dir / "latest.pth")["iter"] == 2
+
+
+# ---- the stop message printed once ----------------------------------------------------------
+
+
+def test_the_stop_message_is_printed_once(tmp_path, monkeypatch, capsys):
+    config_path = config_file(tmp_path, max_iters=4, max_nonfinite_steps=1)
+    monkeypatch.setattr(faults.StopSignals, "requested", lambda self: signal.SIGTERM)
+    work_dir = tmp_path / "stopped"
+    assert train_command.run([str(config_path), "--work-dir", str(work_dir)]) == 143
+    stop = f"stopped by SIGTERM after iter 1: saved {work_dir / 'latest.pth'}"
+    assert "".join(capsys.readouterr()).count(stop) == 1
+    assert (work_dir / "train.log").read_text().count(stop) == 1

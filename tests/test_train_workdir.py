@@ -3,6 +3,7 @@ records never lost; a work dir that is a file, read-only or full gets one line o
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from PIL import Image
 
 from segls import config, io
 from segls.cli import train as train_cli
-from segls.train import checkpoint, train
+from segls.train import checkpoint, logger, train
 
 
 @pytest.fixture(scope="module")
@@ -161,13 +162,14 @@ def test_a_read_only_work_dir_is_one_line_of_error(finished, tmp_path, monkeypat
     assert list(locked.iterdir()) == []
 
 
+@pytest.mark.parametrize("log_writable", [True, False])
 def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_last_one(
-    finished, tmp_path, monkeypatch, capsys
+    finished, tmp_path, monkeypatch, capsys, log_writable
 ):
     _, config_path, _ = finished
     work_dir = tmp_path / "run"
     saves = []
-    real_open = io._open_new
+    real_open, real_append = io._open_new, logger.append_text
 
     def open_new(path: Path):
         if path.name.startswith(".latest.pth."):
@@ -176,7 +178,13 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_last_on
                 return FullDisk(real_open(path), room=100_000)
         return real_open(path)
 
+    def append_text(path, text) -> None:
+        if len(saves) >= 2 and not log_writable:  # full for train.log too
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_append(path, text)
+
     monkeypatch.setattr(io, "_open_new", open_new)
+    monkeypatch.setattr(logger, "append_text", append_text)
     argv = [str(config_path), "--work-dir", str(work_dir), "schedule.max_iters=4"]
     assert train_cli.run(argv) == 1
     latest = work_dir / "latest.pth"
@@ -186,3 +194,5 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_last_on
     )
     assert checkpoint.load(latest)["iter"] == 2  # whole: its checksum verified
     assert not list(work_dir.glob(".*.tmp*"))
+    in_log = f"error: cannot write {latest}: No space left on device"
+    assert (in_log in (work_dir / "train.log").read_text()) == log_writable

@@ -30,6 +30,7 @@ _SOURCES = {
     "read_mask": "readers",
     "resolve_classes": "classes",
     "check_first_batch": "loaders",
+    "batch_image_names": "loaders",
 }
 __all__ = sorted(_SOURCES)
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

@@ -29,6 +29,7 @@ __all__ = [
     "InfiniteLoader",
     "ShardSampler",
     "augmentation_seed",
+    "batch_image_names",
     "batch_indices",
     "build_dataloader",
     "build_loaders",
@@ -169,6 +170,15 @@ def batch_indices(loader: DataLoader, number: int) -> list[int] | None:
     return next(itertools.islice(iter(loader.batch_sampler), number, None), None)
 
 
+def batch_image_names(loader: DataLoader, number: int) -> list[str] | None:
+    """The image files of batch `number` of the current epoch (see `batch_indices`), or None."""
+    indices = batch_indices(loader, number)
+    if indices is None:
+        return None
+    paths = getattr(loader.dataset, "image_paths", None)
+    return [str(paths[index % len(paths)]) if paths else f"item {index}" for index in indices]
+
+
 def check_first_batch(loader: DataLoader) -> None:
     """Load and collate the first batch of epoch 0 here, so bad data fails before training.
 
@@ -204,6 +214,7 @@ class InfiniteLoader:
         self.seed = seed
         self.rank = rank
         self.epoch, skip = divmod(start_iter, len(loader))
+        self.position = skip  # batches taken from the current epoch
         self._iterator = None
         if skip:
             self._iterator = self._start_epoch()
@@ -227,8 +238,15 @@ class InfiniteLoader:
         if self._iterator is None:
             self._iterator = self._start_epoch()
         try:
-            return next(self._iterator)
+            batch = next(self._iterator)
         except StopIteration:
             self.epoch += 1
+            self.position = 0
             self._iterator = self._start_epoch()
-            return next(self._iterator)
+            batch = next(self._iterator)
+        self.position += 1
+        return batch
+
+    def last_batch_names(self) -> list[str] | None:
+        """The image files of the batch returned last (see `batch_image_names`)."""
+        return batch_image_names(self.loader, self.position - 1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -139,7 +139,8 @@ class NonFiniteGuard:
     """Counts skipped (non-finite) steps and stops training after `limit` in a row.
 
     The last finite loss stays on the device (no host sync) until a message needs it.
-    Skipped steps and the reason to stop are passed to `log` (e.g. `RunLogger.info`).
+    Skipped steps are passed to `log` (e.g. `RunLogger.info`); the reason to stop is the
+    NonFiniteError's message, printed once by whoever catches it.
     """
 
     def __init__(self, limit: int, log: Callable[[str], None] = print) -> None:
@@ -149,9 +150,15 @@ class NonFiniteGuard:
         self.total = 0
         self._last_loss: torch.Tensor | None = None
         self._last_iter: torch.Tensor | None = None
+        self._images: list[str] = []  # images with NaN/inf pixels in this streak's batches
 
-    def update(self, iteration: int, loss: torch.Tensor, skipped: bool) -> None:
-        """Record one step; log a skipped one; raise NonFiniteError at `limit` in a row."""
+    def update(
+        self, iteration: int, loss: torch.Tensor, skipped: bool, images: Sequence[str] = ()
+    ) -> None:
+        """Record one step; log a skipped one; raise NonFiniteError at `limit` in a row.
+
+        `images`: the files of a skipped step's batch whose pixels hold NaN/inf, if known.
+        """
         loss = loss.detach().float()
         finite = torch.isfinite(loss)
         if self._last_loss is None:
@@ -162,17 +169,18 @@ class NonFiniteGuard:
         self._last_iter = torch.where(finite, step, self._last_iter)
         if not skipped:
             self.in_a_row = 0
+            self._images = []
             return
         self.in_a_row += 1
         self.total += 1
+        self._images += [name for name in images if name not in self._images]
         if self.in_a_row >= self.limit:
-            message = self._stop_message(iteration)
-            self.log(f"error: {message}")
-            raise NonFiniteError(message)
+            raise NonFiniteError(self._stop_message(iteration))
+        pixels = f"; NaN/inf pixels in {', '.join(images)}" if images else ""
         self.log(
             f"iter {iteration}: non-finite loss or gradients, step skipped "
             f"({self.in_a_row} in a row, {self.total} in all; the run stops at {self.limit} "
-            "in a row, optimizer.max_nonfinite_steps)"
+            f"in a row, optimizer.max_nonfinite_steps){pixels}"
         )
 
     def _stop_message(self, iteration: int) -> str:
@@ -182,6 +190,8 @@ class NonFiniteGuard:
             last = f"the last finite loss was {float(self._last_loss):.6g} at iter {last_iter}"
         else:
             last = "no step of this run had a finite loss"
+        if self._images:
+            last += f"; the skipped batches held NaN/inf pixels in {', '.join(self._images)}"
         return (
             f"training stopped at iter {iteration}: {self.in_a_row} steps in a row had a "
             f"non-finite loss or gradients and were skipped (optimizer.max_nonfinite_steps="
@@ -233,15 +243,12 @@ class StopSignals:
         return self.signum
 
 
-def interrupt(
-    signum: int, iteration: int, saved: Path, log: Callable[[str], None]
-) -> TrainingInterrupted:
+def interrupt(signum: int, iteration: int, saved: Path) -> TrainingInterrupted:
     """The error that ends a run stopped by `signum` after `iteration`, `saved` written.
 
     Every rank waits here until rank 0 has written `saved`, so no rank exits (and makes
-    torchrun stop the others) while rank 0 is still saving.
+    torchrun stop the others) while rank 0 is still saving. The message is printed once,
+    by whoever catches the error (the command line), and written to train.log by the loop.
     """
     distributed.barrier()
-    error = TrainingInterrupted(signum, iteration, str(saved))
-    log(str(error))
-    return error
+    return TrainingInterrupted(signum, iteration, str(saved))

@@ -8,7 +8,7 @@ opens the records, then repeats `train_one_iter` at the learning rate of each it
 end) it evaluates, and every ``schedule.checkpoint_interval`` (and at the end) it saves
 ``latest.pth``; ``best.pth`` is saved whenever val mIoU improves. The work dir also gets
 config.yaml (the resolved config, enough to repeat the run) and the records of
-`segls.train.logger.RunLogger`.
+`segls.train.logger.RunLogger`; an error that ends a run is written to train.log too.
 
 Resuming is exact (bit-identical weights on the CPU with ``num_workers=0``): the checkpoint
 holds the model, optimizer, scaler, EMA and the global RNG states, the learning rate is a
@@ -18,6 +18,7 @@ function of the iteration, and the data stream is a function of (seed, epoch) th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -74,8 +75,21 @@ def train(
         if state is not None:
             run.logger.info(f"resumed from {resume_path} at iter {run.start_iter}")
         return _train_loop(run)
+    except BaseException as error:
+        with contextlib.suppress(OSError):  # a train.log on the full disk that ended the run
+            run.logger.record(_ending(error))
+        raise
     finally:
         run.close()
+
+
+def _ending(error: BaseException) -> str:
+    """The train.log line of an error that ends a run (the command line prints it itself)."""
+    if isinstance(error, faults.TrainingInterrupted):
+        return str(error)
+    if type(error).__module__.split(".")[0] == "segls":
+        return f"error: {error}"
+    return f"error: {type(error).__name__}: {error}"
 
 
 def _train_loop(run: Run) -> dict:
@@ -90,7 +104,7 @@ def _train_loop(run: Run) -> dict:
     for iteration in range(run.start_iter + 1, sched.max_iters + 1):
         step = _step(run, iteration)
         window.add(step["loss"], step["batch_size"], step["skipped"])
-        guard.update(iteration, step["loss"], step["skipped"])
+        guard.update(iteration, step["loss"], step["skipped"], step["nonfinite_images"])
         bar.update(1)
         is_last = iteration == sched.max_iters
         if iteration % sched.log_interval == 0 or is_last:
@@ -110,7 +124,7 @@ def _train_loop(run: Run) -> dict:
         if signum:
             if latest not in to_save:
                 checkpoint.save(run, iteration, [latest])
-            raise faults.interrupt(signum, iteration, latest, log)
+            raise faults.interrupt(signum, iteration, latest)
     run.stop.uninstall()
     bar.close()
     if scores is None:  # resumed at the end: nothing trained, evaluate what there is
@@ -136,7 +150,15 @@ def _step(run: Run, iteration: int) -> dict:
     )  # fmt: skip
     if run.ema is not None:
         update_ema(run.ema, run.model)
-    return {**step, "lr": lr, "batch_size": images.shape[0]}
+    bad = _nonfinite_images(run, images) if step["skipped"] else []
+    return {**step, "lr": lr, "batch_size": images.shape[0], "nonfinite_images": bad}
+
+
+def _nonfinite_images(run: Run, images: torch.Tensor) -> list[str]:
+    """The images of the batch just trained whose pixels hold NaN/inf, by file where known."""
+    bad = (~torch.isfinite(images).flatten(1).all(dim=1)).nonzero().flatten().tolist()
+    names = run.batches.last_batch_names() if bad else None
+    return [names[index] if names else f"image {index} of the batch" for index in bad]
 
 
 def train_one_iter(
