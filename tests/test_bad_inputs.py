@@ -146,7 +146,8 @@ def test_resuming_with_a_checkpoint_of_another_model_names_it(tiny_setup, tmp_pa
     argv = [str(other_path), "--work-dir", str(tmp_path / "run"), "--resume", str(given)]
     assert train_cli.run(argv) == 1
     error = capsys.readouterr().err
-    assert f"error: checkpoint {given} does not fit the model/optimizer" in error
+    assert f"error: cannot resume from {given}: it was written with other settings" in error
+    assert "model.kwargs" in error  # the key that differs
     assert given.read_bytes() == before
 
 

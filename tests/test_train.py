@@ -363,7 +363,7 @@ def test_train_writes_records_and_checkpoints_then_resumes(dataset_root, tmp_pat
     assert "iter 4/4" in log and "mIoU" in log and "ring" in log
     assert "best mIoU" in capsys.readouterr().out
 
-    longer = tiny_config(dataset_root, schedule={"max_iters": 6})
+    longer = tiny_config(dataset_root, eval={"calibration_bins": 5}, schedule={"max_iters": 6})
     train(longer, work_dir, resume=True)
     assert "resumed from" in (work_dir / "train.log").read_text()
     assert checkpoint.load(work_dir / "latest.pth")["iter"] == 6

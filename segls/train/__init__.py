@@ -3,8 +3,8 @@
 `build` makes a `Run` (everything a run needs) from a Config, `loop` trains it (`train`,
 `train_one_iter`), `optim` holds the optimizer and the learning rate as a function of the
 iteration, `checkpoint` what a checkpoint holds (save, restore, resume, weights for
-inference), `faults` non-finite steps and stop signals, `logger` the run's records,
-`workdir` the rules of the directory they go to.
+inference), `resume` what a resumed run may change, `faults` non-finite steps and stop
+signals, `logger` the run's records, `workdir` the rules of the directory they go to.
 """
 
 from segls.train.build import Run, build_objective, build_run

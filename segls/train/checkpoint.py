@@ -3,14 +3,17 @@
 A training checkpoint is a dict of tensors and plain Python values (so it loads with
 ``torch.load(weights_only=True)``): ``model``, ``optimizer`` and ``scaler`` state dicts,
 ``iter`` (optimizer steps done), ``best_miou``, ``rng`` (see `segls.runtime.seeds`),
-``config`` (the resolved config as a dict), ``format`` (this layout's version) and, when
-``optimizer.ema_decay`` is set, ``ema`` (the averaged model's state: the weights evaluated).
-`save` writes one from a `segls.train.Run` and `restore` puts all of it back into one. Format
-1 also held the learning-rate scheduler's state, which the iteration now replaces; it is
-still read (and that entry ignored).
+``config`` (the resolved config as a dict), ``format`` (this layout's version),
+``eval_pending`` (written before the evaluation due at ``iter``: whether one was due) and,
+when ``optimizer.ema_decay`` is set, ``ema`` (the averaged model's state: the weights
+evaluated). `save` writes one from a `segls.train.Run` and `restore` puts all of it back
+into one. Format 1 also held the learning-rate scheduler's state, which the iteration now
+replaces; it is still read (and that entry ignored).
 
 Every file is written with a CRC-32 of its bytes and read through `segls.io.read_torch`,
-which checks it: a file whose bytes changed is damaged, like a truncated one.
+which checks it: a file whose bytes changed is damaged, like a truncated one. A resumed run
+must have the config the checkpoint was written with, but for the keys that
+`segls.train.resume` lets change.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ def training_state(
     best_miou: float,
     config: dict,
     ema: nn.Module | None = None,
+    eval_pending: bool = False,
 ) -> dict:
     """Everything needed to continue a run exactly where it stopped (see the module docstring).
 
@@ -108,6 +112,7 @@ def training_state(
         "best_miou": best_miou,
         "rng": runtime.get_rng_state(),
         "config": config,
+        "eval_pending": eval_pending,
     }
     if ema is not None:
         state["ema"] = ema.state_dict()
@@ -195,19 +200,20 @@ def resume_state(
     return path, state, note
 
 
-def save(run: Run, iteration: int, paths: Iterable[Path]) -> None:
+def save(run: Run, iteration: int, paths: Iterable[Path], eval_pending: bool = False) -> None:
     """Write `run`'s state after `iteration` to each of `paths` (only rank 0 writes).
 
     Weights that turned inf/NaN are refused first (`check_finite_weights`), on every rank.
-    A failed write (a full disk) is a WorkDirError naming the file; the file on disk stays
-    as it was.
+    `eval_pending`: the evaluation due at `iteration` has not run yet. A failed write (a
+    full disk) is a WorkDirError naming the file; the file on disk stays as it was.
     """
     check_finite_weights(run.model, iteration)
     if not run.context.is_main:
         return
     state = training_state(
-        run.model, run.optimizer, run.scaler, iteration, run.best_miou, to_dict(run.cfg), run.ema
-    )
+        run.model, run.optimizer, run.scaler, iteration, run.best_miou, to_dict(run.cfg),
+        run.ema, eval_pending,
+    )  # fmt: skip
     for path in paths:
         try:
             io.write_torch(path, state)

@@ -245,6 +245,19 @@ class RunLogger:
         if self.writer is not None:
             self.writer.close()
 
+    def metrics_row(self, iteration: int) -> dict | None:
+        """The metrics.jsonl row of the evaluation at `iteration`, or None if there is none."""
+        if not self.metrics_path.is_file():
+            return None
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("iter") == iteration:
+                return row
+        return None
+
     def _trim_metrics(self, start_iter: int) -> None:
         """Drop metrics.jsonl rows after `start_iter`; start a new file for a fresh run."""
         if not self.metrics_path.exists():

@@ -1,13 +1,15 @@
 """The training loop: iteration-based, one readable function per step.
 
-`train` checks the work dir (`segls.train.workdir`), builds a `Run`
-(`segls.train.build.build_run`: data, model and the rest, all checked before anything is
-written), puts a checkpoint back into it when resuming (`segls.train.checkpoint.restore`),
-opens the records, then repeats `train_one_iter` at the learning rate of each iteration
-(`segls.train.optim.learning_rate`). Every ``schedule.eval_interval`` iterations (and at the
-end) it evaluates, and every ``schedule.checkpoint_interval`` (and at the end) it saves
-``latest.pth``; ``best.pth`` is saved whenever val mIoU improves. The work dir also gets
-config.yaml (the resolved config, enough to repeat the run) and the records of
+`train` checks the work dir (`segls.train.workdir`) and, when resuming, the checkpoint's
+config (`segls.train.resume`), builds a `Run` (`segls.train.build.build_run`: data, model and
+the rest, all checked before anything is written), puts the checkpoint back into it
+(`segls.train.checkpoint.restore`), opens the records, then repeats `train_one_iter` at the
+learning rate of each iteration (`segls.train.optim.learning_rate`). Every
+``schedule.checkpoint_interval`` iterations (and at the end) it saves ``latest.pth``, then,
+every ``schedule.eval_interval`` (and at the end), evaluates; ``best.pth`` is saved whenever
+val mIoU improves. A checkpoint written before its evaluation says so (``eval_pending``): a
+run resumed from it evaluates first unless metrics.jsonl shows the evaluation done. The work
+dir also gets config.yaml (the resolved config, enough to repeat the run) and the records of
 `segls.train.logger.RunLogger`; an error that ends a run is written to train.log too.
 
 Resuming is exact (bit-identical weights on the CPU with ``num_workers=0``): the checkpoint
@@ -36,6 +38,7 @@ from segls.train import checkpoint, faults
 from segls.train.build import Run, build_run, describe, open_records
 from segls.train.logger import TrainWindow
 from segls.train.optim import learning_rate, set_lr, update_ema
+from segls.train.resume import check_resume_config
 from segls.train.workdir import check_work_dir, clear_records
 
 __all__ = ["train", "train_one_iter"]
@@ -60,6 +63,7 @@ def train(
     work_dir = Path(work_dir)
     records = check_work_dir(work_dir, fresh=resume is None or resume is False, overwrite=overwrite)
     resume_path, state, resume_note = checkpoint.resume_state(work_dir, resume)
+    changes = [] if state is None else check_resume_config(state, resume_path, cfg)
     run = build_run(cfg, work_dir, start_iter=0 if state is None else int(state["iter"]))
     try:
         if state is not None:
@@ -73,8 +77,9 @@ def train(
         if resume_note:
             run.logger.info(resume_note)
         if state is not None:
-            run.logger.info(f"resumed from {resume_path} at iter {run.start_iter}")
-        return _train_loop(run)
+            for line in [f"resumed from {resume_path} at iter {run.start_iter}", *changes]:
+                run.logger.info(line)
+        return _train_loop(run, pending_eval=state is not None and state.get("eval_pending"))
     except BaseException as error:
         with contextlib.suppress(OSError):  # a train.log on the full disk that ended the run
             run.logger.record(_ending(error))
@@ -92,13 +97,20 @@ def _ending(error: BaseException) -> str:
     return f"error: {type(error).__name__}: {error}"
 
 
-def _train_loop(run: Run) -> dict:
+def _train_loop(run: Run, pending_eval: bool) -> dict:
     """Train from ``run.start_iter`` to ``schedule.max_iters``; returns the final scores."""
-    cfg, log, work_dir = run.cfg, run.logger.info, run.work_dir
-    sched, latest = cfg.schedule, work_dir / "latest.pth"
+    sched, log, work_dir = run.cfg.schedule, run.logger.info, run.work_dir
+    latest = work_dir / "latest.pth"
     log(describe(run))
+    scores = _finish_pending_eval(run) if pending_eval else None
+    if run.start_iter >= sched.max_iters and scores is None:
+        log(
+            f"nothing to train: the checkpoint is at iter {run.start_iter} and "
+            f"schedule.max_iters={sched.max_iters}; raise schedule.max_iters to train on"
+        )
+        return _evaluate(run, run.start_iter)
     guard = faults.NonFiniteGuard(run.cfg.optimizer.max_nonfinite_steps, log)
-    window, scores, clock = TrainWindow(), None, time.perf_counter()
+    window, clock = TrainWindow(), time.perf_counter()
     bar = progress(sched.max_iters, "train", initial=run.start_iter)
     run.stop.install()
     for iteration in range(run.start_iter + 1, sched.max_iters + 1):
@@ -110,31 +122,41 @@ def _train_loop(run: Run) -> dict:
         if iteration % sched.log_interval == 0 or is_last:
             bar.set_postfix(loss=f"{_log_progress(run, iteration, window, step, clock):.4f}")
             window = TrainWindow()
-        to_save = []
-        if iteration % sched.eval_interval == 0 or is_last:
+        due_eval = iteration % sched.eval_interval == 0 or is_last
+        saved = iteration % sched.checkpoint_interval == 0 or is_last
+        if saved:  # before evaluating: an evaluation that fails loses no training
+            checkpoint.save(run, iteration, [latest], eval_pending=due_eval)
+        if due_eval:
             scores = _validate(run, iteration, window)
-            if scores["mIoU"] > run.best_miou:
-                run.best_miou = scores["mIoU"]
-                to_save.append(work_dir / "best.pth")
-        if iteration % sched.checkpoint_interval == 0 or is_last:
-            to_save.append(latest)
-        if to_save:
-            checkpoint.save(run, iteration, to_save)
         signum = step["stop"]
         if signum:
-            if latest not in to_save:
+            if not saved:
                 checkpoint.save(run, iteration, [latest])
             raise faults.interrupt(signum, iteration, latest)
     run.stop.uninstall()
     bar.close()
-    if scores is None:  # resumed at the end: nothing trained, evaluate what there is
-        scores = _evaluate_and_record(run, run.start_iter, record=False)
     best = f"{100 * run.best_miou:.2f}" if math.isfinite(run.best_miou) else "-"
     log(
         f"done: final mIoU {100 * scores['mIoU']:.2f}, mAcc {100 * scores['mAcc']:.2f}, "
         f"aAcc {100 * scores['aAcc']:.2f} | best mIoU {best} | work dir {work_dir}"
     )
     return scores
+
+
+def _finish_pending_eval(run: Run) -> dict | None:
+    """The evaluation due at the checkpoint's iteration, when the checkpoint predates it.
+
+    If metrics.jsonl holds it, the run died after it and only best_miou is brought up to
+    date (best.pth is written before the record); else it runs now, and its scores are
+    returned.
+    """
+    row = run.logger.metrics_row(run.start_iter)
+    if row is None:
+        return _validate(run, run.start_iter, TrainWindow())
+    miou = math.nan if row.get("mIoU") is None else float(row["mIoU"])
+    if miou > run.best_miou:
+        run.best_miou = miou
+    return None
 
 
 def _step(run: Run, iteration: int) -> dict:
@@ -224,34 +246,48 @@ def _log_progress(run: Run, iteration: int, window: TrainWindow, step: dict, clo
 
 
 def _validate(run: Run, iteration: int, window: TrainWindow) -> dict:
-    """Evaluate during training: rank 0's BatchNorm statistics, time left out of throughput."""
+    """Evaluate during training, keep best.pth, then record; time left out of throughput.
+
+    Every rank evaluates with rank 0's BatchNorm statistics, as the checkpoint has them.
+    best.pth is written before the scores are recorded (see `_finish_pending_eval`).
+    """
     start = time.perf_counter()
-    distributed.broadcast_buffers(run.eval_model)  # rank 0's, as the checkpoint has
-    scores = _evaluate_and_record(run, iteration)
+    distributed.broadcast_buffers(run.eval_model)
+    scores = _evaluate(run, iteration)
+    if scores["mIoU"] > run.best_miou:
+        run.best_miou = scores["mIoU"]
+        checkpoint.save(run, iteration, [run.work_dir / "best.pth"])
+    _record(run, iteration, scores)
     window.start += time.perf_counter() - start  # throughput of training only
     return scores
 
 
-def _evaluate_and_record(run: Run, iteration: int, record: bool = True) -> dict:
-    """`evaluate`, then print the table and (if `record`) log scores and image panels."""
-    cfg, model = run.cfg, run.eval_model
+def _evaluate(run: Run, iteration: int) -> dict:
+    """`evaluate` the run's model on its validation loader and print the table."""
+    cfg = run.cfg
     scores = evaluate(
-        model, run.val_loader, cfg.data.num_classes, cfg.data.ignore_index, run.device,
+        run.eval_model, run.val_loader, cfg.data.num_classes, cfg.data.ignore_index, run.device,
         run.amp_dtype, run.criterion, cfg.eval.calibration_bins, run.settings,
     )  # fmt: skip
-    class_names = run.val_loader.dataset.class_names
-    table = format_table(scores, class_names)
+    table = format_table(scores, run.val_loader.dataset.class_names)
     run.logger.info(f"eval at iter {iteration}: val loss {scores['loss']:.4f}\n{table}")
-    if record and distributed.is_main():
-        run.logger.evaluation(iteration, scores, class_names)
-        title = f"val reliability, iter {iteration} (ECE {100 * scores['ECE']:.2f}%)"
-        run.logger.image(
-            "val/reliability", reliability_diagram(scores["calibration"], title), iteration
-        )
-        panels = sample_panels(
-            model, run.val_loader.dataset, cfg.runtime.vis_samples, run.device, run.settings,
-            run.amp_dtype, cfg.data.mean, cfg.data.std, cfg.data.ignore_index,
-        )  # fmt: skip
-        for index, image in enumerate(panels):
-            run.logger.image(f"val/sample_{index}", image, iteration)
     return scores
+
+
+def _record(run: Run, iteration: int, scores: dict) -> None:
+    """Log an evaluation's scores, reliability diagram and image panels (rank 0)."""
+    if not distributed.is_main():
+        return
+    cfg, model = run.cfg, run.eval_model
+    class_names = run.val_loader.dataset.class_names
+    run.logger.evaluation(iteration, scores, class_names)
+    title = f"val reliability, iter {iteration} (ECE {100 * scores['ECE']:.2f}%)"
+    run.logger.image(
+        "val/reliability", reliability_diagram(scores["calibration"], title), iteration
+    )
+    panels = sample_panels(
+        model, run.val_loader.dataset, cfg.runtime.vis_samples, run.device, run.settings,
+        run.amp_dtype, cfg.data.mean, cfg.data.std, cfg.data.ignore_index,
+    )  # fmt: skip
+    for index, image in enumerate(panels):
+        run.logger.image(f"val/sample_{index}", image, iteration)
