@@ -508,3 +508,20 @@ def test_the_bundled_sample_is_prepared_on_first_use(tmp_path, monkeypatch):
     train(cfg, tmp_path / "run")
     assert prepared == [Path("data/scratch_assay")]
     assert "preparing the bundled sample" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_classes_that_no_training_label_uses_in_the_first_epoch_are_warned_of(
+    dataset_root, tmp_path
+):
+    schedule = {"max_iters": 3, "eval_interval": 3, "checkpoint_interval": 3}
+    five = tiny_config(dataset_root, data={"num_classes": 5, "class_names": []}, schedule=schedule)
+    train(five, tmp_path / "five")
+    log = (tmp_path / "five" / "train.log").read_text()
+    assert log.count("warning:") == 1
+    assert (
+        "warning: the model has data.num_classes=5 classes, but no training label of the first "
+        "2 batches is class 3 (class_3), 4 (class_4); check data.num_classes" in log
+    )  # 4 images in batches of 2: the first epoch is 2 batches
+    assert log.index("warning:") > log.index("iter 3/3")  # read at the evaluation, not at iter 2
+    train(tiny_config(dataset_root, schedule=schedule), tmp_path / "three")
+    assert "warning:" not in (tmp_path / "three" / "train.log").read_text()

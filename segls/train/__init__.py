@@ -4,7 +4,8 @@
 `train_one_iter`), `optim` holds the optimizer and the learning rate as a function of the
 iteration, `checkpoint` what a checkpoint holds (save, restore, resume, weights for
 inference), `resume` what a resumed run may change, `faults` non-finite steps and stop
-signals, `logger` the run's records, `workdir` the rules of the directory they go to.
+signals, `census` the classes the labels use, `logger` the run's records, `workdir` the
+rules of the directory they go to.
 """
 
 from segls.train.build import Run, build_objective, build_run

@@ -36,6 +36,7 @@ from segls.predict.plots import reliability_diagram
 from segls.runtime import distributed, progress
 from segls.train import checkpoint, faults
 from segls.train.build import Run, build_run, describe, open_records
+from segls.train.census import ClassCensus
 from segls.train.logger import TrainWindow
 from segls.train.optim import learning_rate, set_lr, update_ema
 from segls.train.resume import check_resume_config
@@ -110,6 +111,7 @@ def _train_loop(run: Run, pending_eval: bool) -> dict:
         )
         return _evaluate(run, run.start_iter)
     guard = faults.NonFiniteGuard(run.cfg.optimizer.max_nonfinite_steps, log)
+    census = ClassCensus(run) if run.start_iter == 0 else None
     window, clock = TrainWindow(), time.perf_counter()
     bar = progress(sched.max_iters, "train", initial=run.start_iter)
     run.stop.install()
@@ -123,6 +125,8 @@ def _train_loop(run: Run, pending_eval: bool) -> dict:
             bar.set_postfix(loss=f"{_log_progress(run, iteration, window, step, clock):.4f}")
             window = TrainWindow()
         due_eval = iteration % sched.eval_interval == 0 or is_last
+        if census is not None:
+            census = census.add(step["labels"], iteration, evaluating=due_eval)
         saved = iteration % sched.checkpoint_interval == 0 or is_last
         if saved:  # before evaluating: an evaluation that fails loses no training
             checkpoint.save(run, iteration, [latest], eval_pending=due_eval)
@@ -173,7 +177,9 @@ def _step(run: Run, iteration: int) -> dict:
     if run.ema is not None:
         update_ema(run.ema, run.model)
     bad = _nonfinite_images(run, images) if step["skipped"] else []
-    return {**step, "lr": lr, "batch_size": images.shape[0], "nonfinite_images": bad}
+    return {
+        **step, "lr": lr, "batch_size": images.shape[0], "labels": labels, "nonfinite_images": bad
+    }  # fmt: skip
 
 
 def _nonfinite_images(run: Run, images: torch.Tensor) -> list[str]:
