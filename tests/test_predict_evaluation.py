@@ -130,3 +130,28 @@ def test_bad_flag_values_name_the_key_and_the_flag(setup):
         tool.main([*paths, "--amp", "fp16"])
     with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
         tool.main([str(config_path), str(checkpoint_path.parent / "nope.pth")])
+
+
+def write_float_image_with_a_nan_patch(path: Path, like: Path) -> None:
+    """A float32 copy of the TIFF `like`, with a 10x10 NaN patch, written to `path`."""
+    image = tifffile.imread(like).astype(np.float32)
+    image[5:15, 5:15] = np.nan
+    tifffile.imwrite(path, image)
+
+
+def test_a_nan_prediction_is_never_scored_evaluation_stops_naming_the_image(
+    setup, tmp_path, capsys
+):
+    config_path, checkpoint_path, cfg, _ = setup
+    bad = Path(cfg.data.root) / "images" / "val" / "s1.tif"
+    write_float_image_with_a_nan_patch(bad, bad)
+    out = tmp_path / "out"
+    argv = [str(config_path), str(checkpoint_path), "--out", str(out), "data.scaling=percentile"]
+    assert test_cli.run(argv) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(
+        f"error: the prediction for {bad} holds NaN or inf and was not scored: its pixels hold "
+        "NaN or inf after reading and scaling"
+    )
+    assert error.count("\n") == 1
+    assert not out.exists()  # no scores written

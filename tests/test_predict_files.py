@@ -199,3 +199,26 @@ def dataclasses_replace_model(cfg: config.Config, **changes) -> config.Config:
     tree = config.to_dict(cfg)
     tree["model"].update(changes)
     return config.from_dict(tree)
+
+
+def test_infer_writes_nothing_for_a_nan_prediction_names_the_image_and_exits_1(
+    setup, tmp_path, capsys
+):
+    config_path, checkpoint_path, cfg, _, _ = setup
+    inputs = tmp_path / "nan_inputs"
+    inputs.mkdir()
+    source = Path(cfg.data.root) / "images" / "val" / "s0.tif"
+    image = tifffile.imread(source).astype(np.float32) / 65535  # a float image in [0, 1]
+    tifffile.imwrite(inputs / "good.tif", image)
+    image[5:15, 5:15] = np.nan
+    tifffile.imwrite(inputs / "patchy.tif", image)
+    out = tmp_path / "out"
+    assert (
+        infer_cli.main([str(config_path), str(checkpoint_path), str(inputs), "--out", str(out)])
+        == 1
+    )
+    errors = capsys.readouterr().err
+    assert (
+        f"skipped {inputs / 'patchy.tif'}: its prediction holds NaN or inf, so no files" in errors
+    )
+    assert sorted(path.name for path in out.iterdir()) == ["good_mask.png", "good_overlay.png"]

@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from segls import config
+from segls import NonFiniteError, config
 from segls.config import Config, ConfigError
 from segls.models.names import MODES
 from segls.runtime.names import AMP_MODES
@@ -85,7 +85,7 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """ConfigError, CheckpointError and DataError: their messages say what to change.
+    """ConfigError, CheckpointError, DataError and NonFiniteError: their messages say what to change.
 
     Looked up only while an error is handled: the last two live beside torch, which a
     command has imported by the time it can raise them.
@@ -93,14 +93,14 @@ def user_errors() -> tuple[type[Exception], ...]:
     from segls.data import DataError
     from segls.train import CheckpointError
 
-    return ConfigError, CheckpointError, DataError
+    return ConfigError, CheckpointError, DataError, NonFiniteError
 
 
 def training_errors() -> tuple[type[Exception], ...]:
-    """`user_errors`, NonFiniteError (training stopped on inf/NaN losses) and WorkDirError."""
-    from segls.train import NonFiniteError, WorkDirError
+    """`user_errors` and WorkDirError (a work dir that cannot or may not be written)."""
+    from segls.train import WorkDirError
 
-    return (*user_errors(), NonFiniteError, WorkDirError)
+    return (*user_errors(), WorkDirError)
 
 
 def _rank_prefix() -> str:

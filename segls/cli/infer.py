@@ -11,7 +11,8 @@ so they need ``data.in_channels`` channels; any size works. For each image, DIR 
 PASCAL VOC's masks; greyscale with --raw-masks, 16-bit greyscale above 256 classes) and
 <name>_overlay.png (the image blended with the dataset's palette), where <name> is the
 file's stem, prefixed with its folders when two inputs share a stem. Same-size images are predicted in batches of
---batch-size. An unreadable image is reported and skipped; the exit code is then 1.
+--batch-size. An unreadable image, or one whose prediction holds NaN or inf (no files are written for it),
+is reported and skipped; the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(predictor.add(image, name))
     bar.update(predictor.flush())
     bar.close()
+    paths = dict(zip(unique_names(files), files, strict=True))
+    for name, reason in predictor.refused:
+        failed.append((paths[name], reason))
+        print(f"skipped {_described(paths[name], reason)}", file=sys.stderr)
     kind = mask_kind(cfg.data.num_classes, args.raw_masks)
     print(f"wrote masks ({kind}) and overlays of {predictor.written} images to {out_dir}")
     if failed:

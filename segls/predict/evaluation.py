@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from segls import NonFiniteError
 from segls.config import Config
+from segls.data import batch_image_names
 from segls.losses import LabelSmoothSoftmaxCE
 from segls.metrics import CalibrationMetrics, SegMetrics
 from segls.models import InferenceSettings, predict_logits
 from segls.predict.pictures import panel
 from segls.runtime import distributed, progress
 
-__all__ = ["build_criterion", "evaluate", "sample_panels"]
+__all__ = [
+    "build_criterion",
+    "evaluate",
+    "nonfinite_cause",
+    "nonfinite_prediction",
+    "sample_panels",
+]
 
 
 def build_criterion(cfg: Config) -> LabelSmoothSoftmaxCE:
@@ -61,16 +70,23 @@ def evaluate(
     (None: float32). The model is left in eval mode. In a process group every rank must call
     this on its own shard of the set (`segls.data.ShardSampler`): the counts and sums of all
     ranks are added up, so all ranks return the whole set's scores.
+
+    A prediction holding NaN or inf is never scored: evaluation stops, on every rank, with a
+    NonFiniteError naming the image (`nonfinite_prediction`).
     """
     model.eval()
     metrics = SegMetrics(num_classes, ignore_index)
     calibration = CalibrationMetrics(calibration_bins, ignore_index)
     loss_sum, loss_denominator = 0.0, 0.0
+    problem = None
     bar = progress(len(loader), "val", leave=False)
-    for images, labels in loader:
+    for number, (images, labels) in enumerate(loader):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         logits = predict_logits(model, images, labels.shape[-2:], settings, amp_dtype)
+        problem = nonfinite_prediction(logits, images, partial(batch_image_names, loader, number))
+        if problem:
+            break
         metrics.update(logits, labels)
         calibration.update(logits, labels)
         if criterion is not None:
@@ -84,12 +100,44 @@ def evaluate(
             loss_denominator += float(denominator)
         bar.update(1)
     bar.close()
+    if distributed.all_reduce_max(torch.tensor(int(problem is not None))).item():
+        raise NonFiniteError(problem or "another process stopped evaluation (see its message)")
     scores = metrics.compute(sync=True)
     scores.update(calibration.compute(sync=True))
     loss_sum, loss_denominator = distributed.all_reduce_sum([loss_sum, loss_denominator])
     has_loss = criterion is not None and loss_denominator > 0
     scores["loss"] = loss_sum / loss_denominator if has_loss else math.nan
     return scores
+
+
+def nonfinite_prediction(
+    logits: torch.Tensor, images: torch.Tensor, names: Callable[[], list[str] | None]
+) -> str | None:
+    """Why a batch's prediction must not be scored (its logits hold NaN/inf), naming the
+    images; None when every logit is finite (one host sync). `names()` gives the batch's
+    image files, or None when unknown.
+    """
+    finite = torch.isfinite(logits).flatten(1).all(dim=1)
+    if bool(finite.all()):
+        return None
+    positions = (~finite).nonzero().flatten().tolist()
+    known = names()
+    shown = [known[p] if known else f"image {p} of the batch" for p in positions]
+    cause = nonfinite_cause(images[positions[0]])
+    return f"the prediction for {', '.join(shown)} holds NaN or inf and was not scored: {cause}"
+
+
+def nonfinite_cause(image: torch.Tensor) -> str:
+    """Why the prediction for `image` (as the model got it) holds NaN or inf, and what to do."""
+    if not bool(torch.isfinite(image).all()):
+        return (
+            "its pixels hold NaN or inf after reading and scaling (with data.scaling="
+            "percentile one NaN pixel spreads over the whole image); fix or remove the image"
+        )
+    return (
+        "the image is finite, so the model's output is not: weights holding inf/NaN, or an "
+        "overflow under runtime.amp=fp16 (try bf16 or off)"
+    )
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ from segls.data import DataError, build_transform, read_image, resolve_classes
 from segls.data.readers import IMAGE_EXTS
 from segls.io import write_json, write_png
 from segls.models import InferenceSettings, predict_logits
+from segls.predict.evaluation import nonfinite_cause
 from segls.predict.pictures import overlay
 from segls.predict.plots import reliability_diagram
 from segls.runtime import progress
@@ -186,6 +187,7 @@ class Predictor:
         self.palette = resolve_classes(cfg.data)[1]
         self.pending: dict[tuple[int, int], list[tuple[torch.Tensor, str]]] = {}
         self.written = 0
+        self.refused: list[tuple[str, str]] = []  # (name, why): predictions not written
 
     def load(self, path: Path) -> torch.Tensor:
         """The normalised C×H×W image; DataError/OSError naming `path` if it cannot be used."""
@@ -212,13 +214,25 @@ class Predictor:
         return sum(self._run(group) for group in groups)
 
     def _run(self, group: list[tuple[torch.Tensor, str]]) -> int:
-        """Predict one batch of same-size images and write their files."""
+        """Predict one batch of same-size images and write their files; returns the count.
+
+        An image whose prediction holds NaN or inf gets no files: it goes to `refused`.
+        """
         batch = torch.stack([image for image, _ in group]).to(self.device)
         logits = predict_logits(self.model, batch, None, self.settings, self.amp_dtype)
+        finite = torch.isfinite(logits).flatten(1).all(dim=1).tolist()
+        predictions = logits.argmax(dim=1).cpu()
         data = self.cfg.data
-        for (image, name), prediction in zip(group, logits.argmax(dim=1).cpu(), strict=True):
+        for position, (image, name) in enumerate(group):
+            if not finite[position]:
+                cause = nonfinite_cause(image)
+                self.refused.append(
+                    (name, f"its prediction holds NaN or inf, so no files: {cause}")
+                )
+                continue
+            prediction = predictions[position]
             write_mask(self.out_dir / f"{name}_mask.png", prediction, self.palette, self.raw_masks)
             shown = overlay(image, prediction, self.palette, data.mean, data.std, self.alpha)
             write_png(self.out_dir / f"{name}_overlay.png", shown)
-        self.written += len(group)
+        self.written += sum(finite)
         return len(group)

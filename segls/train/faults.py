@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segls import NonFiniteError
 from segls.runtime import distributed
 
 __all__ = [
@@ -42,10 +43,6 @@ __all__ = [
 ]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class NonFiniteError(RuntimeError):
-    """Training stopped because its losses, gradients or weights are no longer finite."""
 
 
 class TrainingInterrupted(Exception):
