@@ -15,11 +15,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import TIMEOUT_S, run_ranks, tiny_config, write_dataset
+from helpers import TIMEOUT_S, run_ranks, save_checkpoint, tiny_config, write_dataset
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
 from segls import config, io, runtime
+from segls.cli import test as test_cli
 from segls.data import InfiniteLoader, ShardSampler, augmentation_seed, build_loaders
 from segls.models import build_model
 from segls.predict import build_criterion, evaluate
@@ -136,6 +137,53 @@ def test_two_process_evaluation_of_an_odd_set_equals_one_process_exactly(tmp_pat
     # Float sums added in another order (per rank, then across ranks): equal to rounding.
     for key in ("loss", "ECE", "NLL", "Brier"):
         assert scores[key] == pytest.approx(expected[key], rel=1e-12, abs=1e-15), key
+
+
+def tools_test_in_process(argv: list[str]) -> dict:
+    """tools/test.py in this process; also the images this process's evaluation predicted."""
+    torch.set_num_threads(1)
+    seen, real_evaluate = [], test_cli.evaluate
+
+    def spy(model, loader, *args, **kwargs):
+        seen.append(list(loader.sampler))
+        return real_evaluate(model, loader, *args, **kwargs)
+
+    test_cli.evaluate = spy
+    try:
+        return {"scores": test_cli.main(argv), "indices": seen[0]}
+    finally:
+        test_cli.evaluate = real_evaluate
+
+
+def test_tools_test_under_torchrun_shards_the_set_as_training_does(tmp_path):
+    root = write_dataset(tmp_path / "data", num_train=4, num_val=5)
+    cfg = tiny_config(root, data={"val_batch_size": 1})
+    config_path = tmp_path / "tiny.yaml"
+    config.dump(cfg, config_path)
+    save_checkpoint(cfg, tmp_path / "best.pth")
+    argv = [str(config_path), str(tmp_path / "best.pth"), "--save-masks"]
+
+    ranks = run_ranks(
+        tools_test_in_process, ([*argv, "--out", str(tmp_path / "two")],), 2, tmp_path
+    )
+    single = tools_test_in_process([*argv, "--out", str(tmp_path / "one")])
+
+    assert [rank["indices"] for rank in ranks] == [[0, 2, 4], [1, 3]]  # as ShardSampler deals
+    assert single["indices"] == [0, 1, 2, 3, 4]
+    expected, scores = single["scores"], ranks[0]["scores"]
+    for key in ("aAcc", "mIoU", "mAcc", "mDice", "IoU", "Acc", "Dice"):
+        assert scores[key] == expected[key], key
+    assert scores["loss"] == pytest.approx(expected["loss"], rel=1e-12)  # summed in another order
+    outputs = [(tmp_path / f"rank{rank}.log").read_text() for rank in range(2)]
+    assert "wrote 5 masks" in outputs[0] and "mIoU" in outputs[0]
+    assert "mIoU" not in outputs[1] and "wrote" not in outputs[1]  # only rank 0 prints
+    for folder in ("one", "two"):
+        assert sorted(p.name for p in (tmp_path / folder / "masks").iterdir()) == [
+            f"s{index}.png" for index in range(5)
+        ]
+    for index in range(5):
+        one, two = (tmp_path / folder / "masks" / f"s{index}.png" for folder in ("one", "two"))
+        assert one.read_bytes() == two.read_bytes()
 
 
 # ---- DDP training through torchrun ------------------------------------------------------------

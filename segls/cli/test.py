@@ -13,6 +13,10 @@ test_<checkpoint stem>/ beside the checkpoint. The inference flags are shortcuts
 image's predicted class ids to DIR/masks/<name>.png (one more prediction pass): palette PNGs
 as PASCAL VOC's (the config's colours; greyscale with --raw-masks, 16-bit greyscale above
 256 classes).
+
+Under ``torchrun --nproc_per_node=K`` the set is sharded as training's evaluation shards it
+(`segls.data.build_val_loader`): every image is predicted by one process, the counts and
+sums are added up, and process 0 prints and writes the scores.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import TYPE_CHECKING
 from segls.cli import common
 
 if TYPE_CHECKING:
+    from segls.cli.inference import InferenceSetup
     from segls.models import InferenceSettings
+    from segls.runtime.distributed import Context
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,37 +68,59 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = common.load_config(args)
     # torch, the model and the evaluation, once the config has passed its checks
     from segls.cli.inference import setup_inference
-    from segls.data import build_dataloader, sample
+    from segls.runtime import distributed
+
+    setup = setup_inference(cfg, args.checkpoint)
+    context = distributed.setup(setup.device)
+    try:
+        return _test(args, setup, context)
+    finally:
+        distributed.cleanup(context)
+
+
+def _test(args: argparse.Namespace, setup: InferenceSetup, context: Context) -> dict:
+    """Evaluate this process's shard; rank 0 prints and writes the whole set's scores."""
+    from segls.data import build_val_loader, sample
     from segls.metrics import format_table
     from segls.predict import build_criterion, evaluate
     from segls.predict.files import mask_kind, save_masks, write_scores
+    from segls.runtime import distributed
 
-    cfg, device, amp_dtype, settings, model, weights = setup_inference(cfg, args.checkpoint)
-    data = cfg.data
-    sample.prepare_if_bundled(data.root)
-    loader = build_dataloader(data, data.val_split, train=False, seed=cfg.runtime.seed)
+    cfg, data, settings, device = setup.cfg, setup.cfg.data, setup.settings, context.device
+    model = setup.model.to(device)
+    if context.is_main:
+        sample.prepare_if_bundled(data.root)
+    distributed.barrier()
+    loader = build_val_loader(cfg, context.rank, context.world_size)
     scores = evaluate(
-        model, loader, data.num_classes, data.ignore_index, device, amp_dtype,
+        model, loader, data.num_classes, data.ignore_index, device, setup.amp_dtype,
         build_criterion(cfg).to(device), cfg.eval.calibration_bins, settings,
     )  # fmt: skip
-    class_names, count = loader.dataset.class_names, len(loader.dataset)
-    print(format_table(scores, class_names))
-    print(summary(scores, settings, cfg.runtime.amp, weights, count))
     checkpoint_path = Path(args.checkpoint)
     out_dir = Path(args.out or checkpoint_path.parent / f"test_{checkpoint_path.stem}")
-    inference = {"description": settings.describe(), **dataclasses.asdict(settings)}
-    record = {
-        "config": str(args.config), "checkpoint": str(checkpoint_path), "weights": weights,
-        "split": data.val_split, "num_images": count, "inference": inference,
-        "amp": cfg.runtime.amp, "class_names": class_names, "scores": scores,
-    }  # fmt: skip
-    title = f"reliability, {checkpoint_path.name} (ECE {100 * scores['ECE']:.2f}%)"
-    json_path, png_path = write_scores(out_dir, record, title)
-    print(f"wrote {json_path} and {png_path}")
+    class_names, count = loader.dataset.class_names, len(loader.dataset)
+    if context.is_main:
+        print(format_table(scores, class_names))
+        print(summary(scores, settings, cfg.runtime.amp, setup.weights, count))
+        inference = {"description": settings.describe(), **dataclasses.asdict(settings)}
+        record = {
+            "config": str(args.config), "checkpoint": str(checkpoint_path),
+            "weights": setup.weights, "split": data.val_split, "num_images": count,
+            "inference": inference, "amp": cfg.runtime.amp, "class_names": class_names,
+            "scores": scores,
+        }  # fmt: skip
+        title = f"reliability, {checkpoint_path.name} (ECE {100 * scores['ECE']:.2f}%)"
+        json_path, png_path = write_scores(out_dir, record, title)
+        print(f"wrote {json_path} and {png_path}")
     if args.save_masks:
         masks = out_dir / "masks"
-        count = save_masks(model, loader, settings, amp_dtype, device, masks, args.raw_masks)
-        print(f"wrote {count} masks to {masks}: {mask_kind(data.num_classes, args.raw_masks)}")
+        written = save_masks(
+            model, loader, settings, setup.amp_dtype, device, masks, args.raw_masks
+        )
+        written = int(distributed.all_reduce_sum([written])[0])
+        if context.is_main:
+            kind = mask_kind(data.num_classes, args.raw_masks)
+            print(f"wrote {written} masks to {masks}: {kind}")
     return scores
 
 

@@ -31,6 +31,7 @@ _SOURCES = {
     "resolve_classes": "classes",
     "check_first_batch": "loaders",
     "batch_image_names": "loaders",
+    "build_val_loader": "loaders",
 }
 __all__ = sorted(_SOURCES)
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

@@ -33,6 +33,7 @@ __all__ = [
     "batch_indices",
     "build_dataloader",
     "build_loaders",
+    "build_val_loader",
     "check_first_batch",
     "init_worker",
 ]
@@ -151,12 +152,17 @@ def build_loaders(cfg: Config, rank: int = 0, world_size: int = 1) -> tuple[Data
     train_loader = build_dataloader(
         data, data.train_split, train=True, seed=train_seed, sampler=sampler, dataset=train_set
     )
+    return train_loader, build_val_loader(cfg, rank, world_size)
+
+
+def build_val_loader(cfg: Config, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """The validation loader, in order; with several ranks, this rank's `ShardSampler` shard."""
+    seed, data = cfg.runtime.seed, cfg.data
     val_set = build_dataset(data, data.val_split, train=False, seed=seed)
     val_sampler = ShardSampler(len(val_set), rank, world_size) if world_size > 1 else None
-    val_loader = build_dataloader(
+    return build_dataloader(
         data, data.val_split, train=False, seed=seed, sampler=val_sampler, dataset=val_set
     )
-    return train_loader, val_loader
 
 
 def batch_indices(loader: DataLoader, number: int) -> list[int] | None:

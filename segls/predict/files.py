@@ -150,19 +150,21 @@ def save_masks(
 ) -> int:
     """Write each image's predicted class ids to `out_dir`/<name>.png; returns the count.
 
-    The masks carry the dataset's palette unless `raw` (see `write_mask`).
+    The masks carry the dataset's palette unless `raw` (see `write_mask`). The images are
+    those of the loader's sampler (a rank's shard under torchrun), in order.
     """
     names, palette = unique_names(loader.dataset.image_paths), loader.dataset.palette
-    index = 0
+    order = iter(loader.sampler)
+    count = 0
     bar = progress(len(loader), "masks", leave=False)
     for images, labels in loader:
         logits = predict_logits(model, images.to(device), labels.shape[-2:], settings, amp_dtype)
         for prediction in logits.argmax(dim=1):
-            write_mask(out_dir / f"{names[index]}.png", prediction, palette, raw)
-            index += 1
+            write_mask(out_dir / f"{names[next(order)]}.png", prediction, palette, raw)
+            count += 1
         bar.update(1)
     bar.close()
-    return index
+    return count
 
 
 class Predictor:
