@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import TIMEOUT_S, run_ranks, save_checkpoint, tiny_config, write_dataset
+from helpers import (
+    TIMEOUT_S,
+    finish,
+    output_of,
+    run_ranks,
+    save_checkpoint,
+    start,
+    tiny_config,
+    write_dataset,
+)
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
@@ -26,6 +38,8 @@ from segls.models import build_model
 from segls.predict import build_criterion, evaluate
 from segls.runtime import distributed
 from segls.train import checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # ---- the samplers -------------------------------------------------------------------------
 
@@ -266,3 +280,39 @@ def test_torchrun_trains_ddp_replicas_that_stay_identical_and_only_rank_0_writes
     assert log.count("iter 3/4") == 1
     assert log.count(f"saved {work_dir / 'latest.pth'}") == 2  # iters 2 and 4
     assert "x 2 processes" in log
+
+
+def launch(argv: list[str]) -> None:
+    """tools/torchrun.py in this process: its status is the process's exit code."""
+    from segls.cli import torchrun as torchrun_cli
+
+    sys.exit(torchrun_cli.run(argv))
+
+
+@pytest.mark.slow
+def test_the_torchrun_launcher_exits_143_after_the_clean_stop_on_sigterm(tmp_path):
+    root = write_dataset(tmp_path / "data", num_train=4, num_val=2)
+    schedule = {"max_iters": 100000, "checkpoint_interval": 100000, "log_interval": 1}
+    cfg = tiny_config(root, schedule=schedule, runtime={"vis_samples": 0})
+    config_path = tmp_path / "tiny.yaml"
+    config.dump(cfg, config_path)
+    work_dir = tmp_path / "run"
+    train_script = str(REPO_ROOT / "tools" / "train.py")
+    argv = ["--standalone", "--nproc_per_node=2", train_script, str(config_path)]
+    paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
+    launcher = start(launch, ([*argv, "--work-dir", str(work_dir)],), tmp_path, "torchrun", env)
+    deadline = time.monotonic() + TIMEOUT_S
+    log = work_dir / "train.log"
+    while not (log.exists() and "iter 3/" in log.read_text()):
+        assert launcher.is_alive(), output_of(launcher)[-3000:]
+        assert time.monotonic() < deadline, "training did not reach iteration 3"
+        time.sleep(0.05)
+    os.kill(launcher.pid, signal.SIGTERM)  # as a job scheduler stops the launcher
+    finish(launcher, expect_exit=143)
+    output = output_of(launcher)
+    assert "Traceback" not in output and "SignalException" not in output
+    assert "torchrun stopped by SIGTERM" in output
+    stopped_at = checkpoint.load(work_dir / "latest.pth")["iter"]
+    for rank in range(2):
+        assert f"[rank {rank}] stopped by SIGTERM after iter {stopped_at}: saved" in output
