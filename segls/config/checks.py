@@ -189,12 +189,14 @@ def _finite(value: Any) -> bool:
 
 
 def _nonfinite_keys(cfg: Config) -> list[str]:
-    """The key paths whose value holds NaN or ±inf."""
+    """The key paths whose value holds NaN or ±inf (top-level keys such as ``name`` hold none)."""
+    sections = [f.name for f in dataclasses.fields(cfg)]
+    sections = [name for name in sections if dataclasses.is_dataclass(getattr(cfg, name))]
     return [
-        f"{section.name}.{name.name}"
-        for section in dataclasses.fields(cfg)
-        for name in dataclasses.fields(getattr(cfg, section.name))
-        if not _finite(getattr(getattr(cfg, section.name), name.name))
+        f"{section}.{key.name}"
+        for section in sections
+        for key in dataclasses.fields(getattr(cfg, section))
+        if not _finite(getattr(getattr(cfg, section), key.name))
     ]
 
 
