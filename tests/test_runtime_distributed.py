@@ -156,17 +156,19 @@ def test_two_process_evaluation_of_an_odd_set_equals_one_process_exactly(tmp_pat
 def tools_test_in_process(argv: list[str]) -> dict:
     """tools/test.py in this process; also the images this process's evaluation predicted."""
     torch.set_num_threads(1)
-    seen, real_evaluate = [], test_cli.evaluate
+    import segls.predict  # tools/test.py imports `evaluate` from here when it runs
+
+    seen, real_evaluate = [], segls.predict.evaluate
 
     def spy(model, loader, *args, **kwargs):
         seen.append(list(loader.sampler))
         return real_evaluate(model, loader, *args, **kwargs)
 
-    test_cli.evaluate = spy
+    segls.predict.evaluate = spy
     try:
         return {"scores": test_cli.main(argv), "indices": seen[0]}
     finally:
-        test_cli.evaluate = real_evaluate
+        segls.predict.evaluate = real_evaluate
 
 
 def test_tools_test_under_torchrun_shards_the_set_as_training_does(tmp_path):
