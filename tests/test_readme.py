@@ -1,9 +1,9 @@
-"""Every code block of README.md runs as written, offline, on tiny inputs.
+"""Every code block of README.md and docs/*.md runs as written, offline, on tiny inputs.
 
 Each ```python block runs in a fresh namespace after `PREAMBLE` (the tensors the examples
 call `logits`, `labels`, `images`), with network connections refused and an empty torch
 cache, so an example that downloads weights fails. mmsegmentation is not a dependency of
-segls: where it is not installed, the loss section's wrapper registers itself with
+segls: where it is not installed, docs/LOSS.md's wrapper registers itself with
 `MmsegRegistryStandIn`, a stand-in for ``mmseg.registry.MODELS`` and nothing more (its
 ``register_module()`` and ``build(dict(type=...))``, as mmengine's Registry has them); the
 wrapper itself runs as written, and must give F.cross_entropy's smoothed loss.
@@ -13,10 +13,13 @@ and the repository's data/ and tools/ (in this process: ``python tools/<name>.py
 ``segls.cli.<name>.run(ARGS)``): ``pip install`` is left out (the suite runs in the
 installed environment), ``tensorboard --logdir DIR`` (a server) is a check that DIR holds
 runs to show, and the training commands get `SHORT_RUNS` appended (2 iterations; one run of
-the ε grid), so they take seconds. A block that cannot run this way is marked in README.md
-by ``<!-- not run: reason -->`` on the line above it; it is reported as skipped with that
+the ε grid), so they take seconds. A block that cannot run this way is marked by
+``<!-- not run: reason -->`` on the line above it; it is reported as skipped with that
 reason (``pytest -rs``). Blocks of any other language (yaml, plain text) are not code and
 are left alone.
+
+Every relative link of these pages, and of configs/README.md and data/README.md, names a
+file of the repository, and a ``#fragment`` names a heading of its page.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ import torch
 from helpers import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
+MANUALS = sorted((REPO_ROOT / "docs").glob("*.md"))
+PAGES = [README, *MANUALS]  # the pages whose code blocks run
+LINKED_PAGES = [*PAGES, REPO_ROOT / "configs" / "README.md", REPO_ROOT / "data" / "README.md"]
 PYTHON_LANGS = {"python", "py"}
 SHELL_LANGS = {"bash", "sh", "shell"}
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(?P<reason>.+?)\s*-->")
@@ -66,15 +72,16 @@ _TWO_ITERATIONS = [
 ]
 SHORT_RUNS = {
     "tools/train.py": _TWO_ITERATIONS,
-    # and one point of the grid: the README's --eps and --seeds are parsed, then replaced
+    # and one point of the grid: the docs' --eps and --seeds are parsed, then replaced
     "tools/compare_smoothing.py": [*_TWO_ITERATIONS, "--eps", "0.1", "--seeds", "0"],
 }
 
 
 @dataclass(frozen=True)
 class Block:
-    """One fenced code block: its language, its text, where it starts, and a not-run reason."""
+    """One fenced code block: its page, language, text, first line, and a not-run reason."""
 
+    page: str
     lang: str
     code: str
     line: int
@@ -82,10 +89,10 @@ class Block:
 
     @property
     def id(self) -> str:
-        return f"README.md:{self.line}:{self.lang}"
+        return f"{self.page}:{self.line}:{self.lang}"
 
 
-def code_blocks(text: str) -> list[Block]:
+def code_blocks(text: str, page: str = "README.md") -> list[Block]:
     """The python and shell blocks of a Markdown text, with the marker on the line above each."""
     blocks = []
     for match in FENCE.finditer(text):
@@ -95,11 +102,20 @@ def code_blocks(text: str) -> list[Block]:
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         marker = NOT_RUN.search(before)
         line = text.count("\n", 0, match.start()) + 1
-        blocks.append(Block(lang, match["code"], line, marker["reason"] if marker else None))
+        reason = marker["reason"] if marker else None
+        blocks.append(Block(page, lang, match["code"], line, reason))
     return blocks
 
 
-BLOCKS = code_blocks(README.read_text(encoding="utf-8"))
+def _page_name(path: Path) -> str:
+    return path.relative_to(REPO_ROOT).as_posix()
+
+
+BLOCKS = [
+    block
+    for path in PAGES
+    for block in code_blocks(path.read_text(encoding="utf-8"), _page_name(path))
+]
 
 
 def shell_commands(code: str) -> list[str]:
@@ -113,8 +129,10 @@ def shell_commands(code: str) -> list[str]:
 
 
 def test_the_readme_has_runnable_blocks_and_every_marker_gives_a_reason():
-    assert sum(block.lang in PYTHON_LANGS and not block.not_run for block in BLOCKS) >= 1
-    assert sum(block.lang in SHELL_LANGS and not block.not_run for block in BLOCKS) >= 2
+    readme = [block for block in BLOCKS if block.page == "README.md"]
+    assert sum(block.lang in PYTHON_LANGS and not block.not_run for block in readme) >= 1
+    assert sum(block.lang in SHELL_LANGS and not block.not_run for block in readme) >= 2
+    assert {block.page for block in BLOCKS} > {"README.md"}, "the manuals' blocks are collected"
     for block in BLOCKS:
         assert block.not_run is None or len(block.not_run) > 10, block.id
 
@@ -122,6 +140,40 @@ def test_the_readme_has_runnable_blocks_and_every_marker_gives_a_reason():
 def test_shell_commands_are_split_as_a_shell_would():
     code = "# one\npip install -e . && python tools/train.py C \\\n    a=1  # note\n"
     assert shell_commands(code) == ["pip install -e .", "python tools/train.py C a=1"]
+
+
+LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The fragments GitHub gives a page's headings: lower case, punctuation dropped, - for spaces."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", FENCE.sub("", text), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def relative_links(text: str) -> list[str]:
+    """The targets of a page's Markdown links that are neither web addresses nor mail."""
+    prose = re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))  # code is not a link
+    targets = (match["target"] for match in LINK.finditer(prose))
+    return [target for target in targets if not re.match(r"[a-z]+:", target)]
+
+
+def test_links_are_found_as_a_reader_would_follow_them():
+    text = "[a](docs/A.md#two-words) ![b](x.png) [c](https://e.org) `[d](e)`\n# Two words: `x.py`\n"
+    assert relative_links(text) == ["docs/A.md#two-words", "x.png"]
+    assert heading_anchors(text) == {"two-words-xpy"}
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=_page_name)
+def test_every_relative_link_names_a_file_and_heading_that_exist(page):
+    text = page.read_text(encoding="utf-8")
+    for target in relative_links(text):
+        path, _, fragment = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        assert linked.exists(), f"{_page_name(page)}: {target!r} names no file"
+        if fragment and linked.suffix == ".md":
+            anchors = heading_anchors(linked.read_text(encoding="utf-8"))
+            assert fragment in anchors, f"{_page_name(page)}: {target!r} names no heading"
 
 
 @pytest.fixture
@@ -137,7 +189,7 @@ def offline(monkeypatch, tmp_path):
 
 
 class MmsegRegistryStandIn:
-    """mmseg.registry.MODELS as the README's wrapper uses it: register a class, build by type."""
+    """mmseg.registry.MODELS as docs/LOSS.md's wrapper uses it: register a class, build by type."""
 
     def __init__(self) -> None:
         self.classes: dict[str, type] = {}
@@ -207,7 +259,7 @@ def scratch(tmp_path_factory):
 
 
 def _run_command(command: str) -> None:
-    """Run one README command, a ``python tools/<name>.py`` one, in this process.
+    """Run one command of the docs, a ``python tools/<name>.py`` one, in this process.
 
     tools/<name>.py only calls ``segls.cli.<name>.run`` (tests/test_layout.py checks that), so
     calling it here runs the same code without a second start of Python and torch.
