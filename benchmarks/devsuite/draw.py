@@ -66,15 +66,26 @@ def square(mask: np.ndarray, centre: tuple[int, int], side: int, angle: float, v
     cv2.fillPoly(mask, [np.round(corners).astype(np.int32)], int(value), lineType=cv2.LINE_8)
 
 
+def _widened(mask: np.ndarray, points: np.ndarray, width: int, value: int) -> None:
+    """Draw the 1-px polyline through `points`, widened to `width` px by a square dilation.
+
+    OpenCV's own thick lines are wider than asked (thickness 2 draws 3 px, 3 draws 5), and
+    the thin set must know its widths.
+    """
+    line = np.zeros(mask.shape[:2], np.uint8)
+    cv2.polylines(line, [points], False, 1, thickness=1, lineType=cv2.LINE_8)
+    if width > 1:
+        line = cv2.dilate(line, np.ones((int(width), int(width)), np.uint8))
+    mask[line > 0] = value
+
+
 def segment(
     mask: np.ndarray, start: tuple[int, int], length: float, angle: float, width: int, value: int
 ) -> None:
     """Draw a straight bar of `length` and `width` pixels from `start` at `angle` radians."""
-    end = (
-        int(round(start[0] + length * np.cos(angle))),
-        int(round(start[1] + length * np.sin(angle))),
-    )
-    cv2.line(mask, start, end, int(value), thickness=int(width), lineType=cv2.LINE_8)
+    end = (start[0] + length * np.cos(angle), start[1] + length * np.sin(angle))
+    points = np.round(np.array([start, end])).astype(np.int32)
+    _widened(mask, points, width, value)
 
 
 def random_curve(
@@ -98,7 +109,7 @@ def random_curve(
 
 def polyline(mask: np.ndarray, points: np.ndarray, width: int, value: int) -> None:
     """Draw an open polyline `width` pixels wide."""
-    cv2.polylines(mask, [points], False, int(value), thickness=int(width), lineType=cv2.LINE_8)
+    _widened(mask, points, width, value)
 
 
 def voronoi(rng: np.random.Generator, size: Size, regions: int) -> np.ndarray:
