@@ -56,8 +56,7 @@ def package_dir(source: RealSource) -> Path:
     spec = importlib.util.find_spec(source.package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"{source.distribution} is not installed; run `{source.install_hint}` "
-            f"(or pass the package folder as source)"
+            f"{source.distribution} is not installed; run `{source.install_hint}`"
         )
     return Path(next(iter(spec.submodule_search_locations)))
 
