@@ -136,11 +136,16 @@ def test_no_function_in_segls_is_longer_than_80_lines():
     assert len(lengths) > 300  # the scan did read the package
 
 
+# Tools whose command line lives outside segls (measurement code users never import).
+TOOL_COMMANDS = {"make_devsuite": "from benchmarks.devsuite.cli import run  # noqa: E402"}
+
+
 def test_tools_are_thin():
     for path in sorted((REPO_ROOT / "tools").glob("*.py")):
         lines = path.read_text(encoding="utf-8").splitlines()
         assert len(lines) <= MAX_FUNCTION_LINES, path
-        assert f"from segls.cli.{path.stem} import run" in lines, path
+        command = TOOL_COMMANDS.get(path.stem, f"from segls.cli.{path.stem} import run")
+        assert command in lines, path
 
 
 def test_lazy_packages_export_every_name_they_list_and_agree_with_their_names_modules():
