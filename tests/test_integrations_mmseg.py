@@ -48,9 +48,8 @@ def _compiled_ops_stand_in() -> types.ModuleType:
     return ext
 
 
-@pytest.fixture(scope="module")
-def mmseg_models():
-    """mmseg's MODELS registry, with its model package imported."""
+def import_mmseg_models():
+    """mmseg's MODELS registry, with its model package imported; skips (or fails) without it."""
     if importlib.util.find_spec("mmseg") is None:
         if os.environ.get("SEGLS_REQUIRE_MMSEG") == "1":
             pytest.fail("SEGLS_REQUIRE_MMSEG=1 but mmsegmentation is not installed")
@@ -63,6 +62,11 @@ def mmseg_models():
     from mmseg.registry import MODELS
 
     return MODELS
+
+
+@pytest.fixture(scope="module")
+def mmseg_models():
+    return import_mmseg_models()
 
 
 def _inputs(dtype, *, ignored=True, size=(2, NUM_CLASSES, 6, 7), seed=0):
