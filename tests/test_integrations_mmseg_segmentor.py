@@ -181,3 +181,21 @@ def test_a_few_training_steps_lower_the_loss(mmseg_models):
     assert all(torch.isfinite(torch.tensor(totals)))
     assert totals == sorted(totals, reverse=True) and totals[-1] < 0.97 * totals[0], totals
     assert 0 <= losses["decode.acc_seg"].item() <= 100
+
+
+def test_the_docs_examples_build(mmseg_models):
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "INTEGRATIONS.md"
+    blocks = docs.read_text(encoding="utf-8").split("```python\n")[1:]
+    config, head = {}, {}
+    exec(blocks[0].split("```")[0], config)
+    exec(blocks[1].split("```")[0], head)
+    assert config["custom_imports"]["imports"] == ["segls.integrations.mmseg"]
+    for name, weight in (("decode_head", 1.0), ("auxiliary_head", 0.4)):
+        loss = mmseg_models.build(config["model"][name]["loss_decode"])
+        assert (type(loss).__name__, loss.loss_weight, loss.lb_smooth) == (
+            "SeglsCrossEntropyLoss", weight, 0.1
+        )  # fmt: skip
+    fused_head = dict(head["decode_head"], in_channels=8, channels=4, num_classes=3)
+    assert isinstance(mmseg_models.build(fused_head), FusedUpsampleHeadMixin)
