@@ -34,7 +34,16 @@ def mmseg_models():
     return models
 
 
-def model_config(loss: dict, head: str = "FCNHead", sampler: dict | None = None) -> dict:
+def weighted(loss: dict | list[dict], loss_weight: float) -> dict | list[dict]:
+    """A loss config (or a head's list of them) with this loss_weight."""
+    if isinstance(loss, list):
+        return [dict(each, loss_weight=loss_weight) for each in loss]
+    return dict(loss, loss_weight=loss_weight)
+
+
+def model_config(
+    loss: dict | list[dict], head: str = "FCNHead", sampler: dict | None = None
+) -> dict:
     """A small EncoderDecoder: its decode head's loss is `loss`, its auxiliary's 0.4 of it."""
     norm_cfg = dict(type="BN", requires_grad=True)
     head_common = dict(num_convs=1, concat_input=False, dropout_ratio=0.0, num_classes=NUM_CLASSES)
@@ -49,7 +58,7 @@ def model_config(loss: dict, head: str = "FCNHead", sampler: dict | None = None)
             in_index=1,
             channels=16,
             sampler=sampler,
-            loss_decode=dict(loss, loss_weight=1.0),
+            loss_decode=weighted(loss, 1.0),
             **head_common,
         ),  # fmt: skip
         auxiliary_head=dict(
@@ -57,7 +66,7 @@ def model_config(loss: dict, head: str = "FCNHead", sampler: dict | None = None)
             in_channels=256,
             in_index=0,
             channels=8,
-            loss_decode=dict(loss, loss_weight=0.4),
+            loss_decode=weighted(loss, 0.4),
             **head_common,
         ),  # fmt: skip
     )
@@ -141,7 +150,13 @@ def test_ohem_without_threshold_asks_the_loss_for_per_pixel_values(mmseg_models)
 
 
 @pytest.mark.parametrize(
-    "sampler", [None, dict(type="OHEMPixelSampler", thresh=0.7, min_kept=200)], ids=["", "ohem"]
+    "sampler",
+    [
+        None,
+        dict(type="OHEMPixelSampler", thresh=0.7, min_kept=200),
+        dict(type="OHEMPixelSampler", thresh=None, min_kept=500),
+    ],
+    ids=["", "ohem", "ohem-top-k"],
 )
 def test_the_fused_head_equals_mmseg_resize_then_loss_and_keeps_acc_seg(mmseg_models, sampler):
     loss = dict(type="SeglsCrossEntropyLoss", avg_non_ignore=True, lb_smooth=0.1)
@@ -199,3 +214,20 @@ def test_the_docs_examples_build(mmseg_models):
         )  # fmt: skip
     fused_head = dict(head["decode_head"], in_channels=8, channels=4, num_classes=3)
     assert isinstance(mmseg_models.build(fused_head), FusedUpsampleHeadMixin)
+
+
+def test_the_fused_head_falls_back_when_a_loss_does_not_upsample(mmseg_models):
+    fused = dict(type="SeglsCrossEntropyLoss", upsample="bilinear", loss_name="loss_ls")
+    plain = dict(type="CrossEntropyLoss", avg_non_ignore=True)
+    ours, reference = build_twins(
+        mmseg_models,
+        [fused, plain],
+        [dict(fused, upsample=None), plain],
+        head="SeglsFusedFCNHead",
+    )
+    images, samples = batch()
+    our_losses, _ = losses_and_grads(ours, images, copy.deepcopy(samples))
+    ref_losses, _ = losses_and_grads(reference, images, copy.deepcopy(samples))
+    assert set(our_losses) >= {"decode.loss_ls", "decode.loss_ce", "decode.acc_seg"}
+    for name in our_losses:
+        torch.testing.assert_close(our_losses[name], ref_losses[name], rtol=1e-5, atol=1e-6)
