@@ -201,6 +201,20 @@ def test_class_weights_with_ignored_pixels_average_as_documented(avg_non_ignore)
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("class_weight", [None, CLASS_WEIGHT])
+def test_unchecked_labels_outside_the_classes_count_as_ignored(class_weight):
+    logits, labels, _ = _inputs(torch.float64)
+    ignored = labels.clone()
+    labels[0, 3, :3] = torch.tensor([-1, NUM_CLASSES, 100])
+    ignored[0, 3, :3] = 255
+    for avg_non_ignore in (False, True):
+        ours = SeglsCrossEntropyLoss(
+            class_weight=class_weight, avg_non_ignore=avg_non_ignore, check_labels=False
+        )
+        expected = ours(logits, ignored, ignore_index=255)
+        torch.testing.assert_close(ours(logits, labels, ignore_index=255), expected)
+
+
 def test_all_pixels_ignored_gives_zero_and_a_zero_gradient():
     logits, labels, _ = _inputs(torch.float32)
     labels[:] = 255

@@ -176,21 +176,26 @@ class SeglsCrossEntropyLoss(torch.nn.Module):
         if reduction == "sum":
             return self.loss_weight * total
         if avg_factor is None:
-            avg_factor = self._avg_factor(label, ignore_index, class_weight)
+            avg_factor = self._avg_factor(label, ignore_index, class_weight, cls_score.shape[1])
         if isinstance(avg_factor, torch.Tensor):  # mmseg's is a Python number: as precise
             avg_factor = avg_factor.to(total.dtype)
         return self.loss_weight * (total / (avg_factor + _EPS))
 
     def _avg_factor(
-        self, label: torch.Tensor, ignore_index: int, class_weight: torch.Tensor | None
+        self,
+        label: torch.Tensor,
+        ignore_index: int,
+        class_weight: torch.Tensor | None,
+        num_classes: int,
     ) -> int | torch.Tensor:
         """mmseg's denominator of 'mean': all pixels, or the valid ones; class-weighted if any.
 
-        Counted on the device: no host sync (mmseg's ``.item()`` makes one).
+        Counted on the device: no host sync (mmseg's ``.item()`` makes one). A label outside
+        [0, C) (only with ``check_labels=False``) is not valid, as in the loss.
         """
         if class_weight is None and not self.avg_non_ignore:
             return label.numel()
-        valid_mask = label != ignore_index
+        valid_mask = (label != ignore_index) & (label >= 0) & (label < num_classes)
         if class_weight is None:
             return valid_mask.sum()
         safe_label = torch.where(valid_mask, label, 0).long()
