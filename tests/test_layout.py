@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # packages' lazy exports.
 LAYERS = [
     {"segls", "io", "lazy", "losses", "metrics"},
-    {"runtime"},
+    {"runtime", "integrations"},
     {"data", "models"},
     {"config"},
     {"predict"},
