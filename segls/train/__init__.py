@@ -2,8 +2,8 @@
 
 `build` makes a `Run` (everything a run needs) from a Config, `loop` trains it (`train`,
 `train_one_iter`), `optim` holds the optimizer and the learning rate as a function of the
-iteration, `checkpoint` what a checkpoint holds (save, restore, resume, weights for
-inference), `resume` what a resumed run may change, `faults` non-finite steps and stop
+iteration, `checkpoint` what a training checkpoint holds (save, restore, resume; reading
+files and weights for inference is `segls.models.checkpoint`), `resume` what a resumed run may change, `faults` non-finite steps and stop
 signals, `census` the classes the labels use, `logger` the run's records, `workdir` the
 rules of the directory they go to.
 """
