@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -118,50 +116,6 @@ def test_the_scan_sees_imports_that_run_and_not_those_for_hints(tmp_path):
     assert imports_that_run(source) == {"segls.io", "segls.data.loaders", "segls.train.train"}
 
 
-def function_lengths(path: Path) -> dict[str, int]:
-    """Lines of every function in a file (decorators included), by "path:name"."""
-    name = path.relative_to(REPO_ROOT).as_posix()
-    lengths = {}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            lengths[f"{name}:{node.name}"] = node.end_lineno - first + 1
-    return lengths
-
-
-def test_no_function_in_segls_is_longer_than_80_lines():
-    lengths = {}
-    for path in sorted((REPO_ROOT / "segls").rglob("*.py")):
-        lengths.update(function_lengths(path))
-    too_long = {key: n for key, n in lengths.items() if n > MAX_FUNCTION_LINES}
-    assert set(too_long) == LONGER_FUNCTIONS, too_long
-    assert len(lengths) > 300  # the scan did read the package
-
-
-def test_tools_are_thin():
-    for path in sorted((REPO_ROOT / "tools").glob("*.py")):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        assert len(lines) <= MAX_FUNCTION_LINES, path
-        assert f"from segls.cli.{path.stem} import run" in lines, path
-
-
-def test_lazy_packages_export_every_name_they_list_and_agree_with_their_names_modules():
-    import importlib
-
-    for package in ("segls.data", "segls.models", "segls.runtime", "segls.losses"):
-        module = importlib.import_module(package)
-        for name in module.__all__:
-            assert getattr(module, name) is not None, (package, name)
-    from segls.data.layouts import LAYOUTS
-    from segls.data.names import LAYOUT_NAMES
-    from segls.runtime.device import AMP_DTYPES
-    from segls.runtime.names import AMP_MODES
-
-    assert tuple(LAYOUTS) == LAYOUT_NAMES
-    assert tuple(AMP_DTYPES) == AMP_MODES
-    assert list(AMP_DTYPES.values()) == [None, torch.float16, torch.bfloat16]
-
-
 # Prediction never imports training: test, infer and export read weights through
 # segls.models.checkpoint. The inference commands and everything they import, followed
 # from module to module.
@@ -233,6 +187,9 @@ def test_the_import_closure_follows_packages_names_and_lazy_exports():
 
 
 def test_the_inference_commands_load_without_training_at_run_time():
+    import subprocess
+    import sys
+
     modules = [*INFERENCE_ENTRY_POINTS, "segls.predict.files", "segls.predict.export"]
     code = (
         "import importlib, sys\n"
@@ -243,3 +200,47 @@ def test_the_inference_commands_load_without_training_at_run_time():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True
     )
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def function_lengths(path: Path) -> dict[str, int]:
+    """Lines of every function in a file (decorators included), by "path:name"."""
+    name = path.relative_to(REPO_ROOT).as_posix()
+    lengths = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            lengths[f"{name}:{node.name}"] = node.end_lineno - first + 1
+    return lengths
+
+
+def test_no_function_in_segls_is_longer_than_80_lines():
+    lengths = {}
+    for path in sorted((REPO_ROOT / "segls").rglob("*.py")):
+        lengths.update(function_lengths(path))
+    too_long = {key: n for key, n in lengths.items() if n > MAX_FUNCTION_LINES}
+    assert set(too_long) == LONGER_FUNCTIONS, too_long
+    assert len(lengths) > 300  # the scan did read the package
+
+
+def test_tools_are_thin():
+    for path in sorted((REPO_ROOT / "tools").glob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert len(lines) <= MAX_FUNCTION_LINES, path
+        assert f"from segls.cli.{path.stem} import run" in lines, path
+
+
+def test_lazy_packages_export_every_name_they_list_and_agree_with_their_names_modules():
+    import importlib
+
+    for package in ("segls.data", "segls.models", "segls.runtime", "segls.losses"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, (package, name)
+    from segls.data.layouts import LAYOUTS
+    from segls.data.names import LAYOUT_NAMES
+    from segls.runtime.device import AMP_DTYPES
+    from segls.runtime.names import AMP_MODES
+
+    assert tuple(LAYOUTS) == LAYOUT_NAMES
+    assert tuple(AMP_DTYPES) == AMP_MODES
+    assert list(AMP_DTYPES.values()) == [None, torch.float16, torch.bfloat16]

@@ -7,10 +7,11 @@ the rest, all checked before anything is written), puts the checkpoint back into
 learning rate of each iteration (`segls.train.optim.learning_rate`). Every
 ``schedule.checkpoint_interval`` iterations (and at the end) it saves ``latest.pth``, then,
 every ``schedule.eval_interval`` (and at the end), evaluates (`segls.train.validation`);
-``best.pth`` is saved whenever val mIoU improves. A checkpoint written before its evaluation says so (``eval_pending``): a
-run resumed from it evaluates first unless metrics.jsonl shows the evaluation done. The work
-dir also gets config.yaml (the resolved config, enough to repeat the run) and the records of
-`segls.train.logger.RunLogger`; an error that ends a run is written to train.log too.
+``best.pth`` is saved whenever val mIoU improves. A checkpoint written before its
+evaluation says so (``eval_pending``): a run resumed from it evaluates first unless
+metrics.jsonl shows the evaluation done. The work dir also gets config.yaml (the resolved
+config, enough to repeat the run) and the records of `segls.train.logger.RunLogger`; an
+error that ends a run is written to train.log too.
 
 Resuming is exact (bit-identical weights on the CPU with ``num_workers=0``): the checkpoint
 holds the model, optimizer, scaler, EMA and the global RNG states, the learning rate is a
