@@ -116,6 +116,92 @@ def test_the_scan_sees_imports_that_run_and_not_those_for_hints(tmp_path):
     assert imports_that_run(source) == {"segls.io", "segls.data.loaders", "segls.train.train"}
 
 
+# Prediction never imports training: test, infer and export read weights through
+# segls.models.checkpoint. The inference commands and everything they import, followed
+# from module to module.
+INFERENCE_ENTRY_POINTS = (
+    "segls.predict",
+    "segls.cli.test",
+    "segls.cli.infer",
+    "segls.cli.export",
+    "segls.cli.inference",
+)
+
+
+def _module_file(module: str) -> Path | None:
+    """The file of a segls module (a package's __init__.py), or None when it is a name."""
+    base = REPO_ROOT.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _lazy_sources(path: Path) -> set[str]:
+    """The submodules a lazy package's ``_SOURCES`` names: any may load on attribute access."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "_SOURCES":
+            return {value.value for value in node.value.values}
+    return set()
+
+
+def modules_imported_from(entry_points: tuple[str, ...]) -> set[str]:
+    """Every segls module that the `entry_points` import, directly or through others.
+
+    An import of ``segls.a.b`` runs the packages ``segls`` and ``segls.a`` first;
+    ``from segls.a import name`` imports the module ``segls.a.name`` when there is one,
+    else ``segls.a``; a lazy package brings every module its ``_SOURCES`` names.
+    """
+    seen: set[str] = set()
+    pending = list(entry_points)
+    while pending:
+        module = pending.pop()
+        path = _module_file(module)
+        if path is None:
+            module = module.rpartition(".")[0]  # a name defined in its package
+            path = _module_file(module)
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        pending += [".".join(parts[:end]) for end in range(1, len(parts))]
+        pending += sorted(imports_that_run(path))
+        if path.name == "__init__.py":
+            pending += [f"{module}.{name}" for name in sorted(_lazy_sources(path))]
+    return seen
+
+
+def test_prediction_and_the_inference_commands_import_nothing_from_training():
+    imported = modules_imported_from(INFERENCE_ENTRY_POINTS)
+    assert {"segls.cli.common", "segls.models.checkpoint", "segls.predict.files"} <= imported
+    assert sorted(name for name in imported if _room(name) == "train") == []
+
+
+def test_the_import_closure_follows_packages_names_and_lazy_exports():
+    imported = modules_imported_from(("segls.cli.inference",))
+    assert {"segls", "segls.cli", "segls.models", "segls.models.checkpoint"} <= imported
+    assert "segls.models.factory" in imported  # `build_model`, a lazy export of segls.models
+    assert "segls.runtime.device" in imported  # through the lazy package segls.runtime
+    trained = modules_imported_from(("segls.cli.train",))
+    assert "segls.train.loop" in trained and "segls.train.checkpoint" in trained
+
+
+def test_the_inference_commands_load_without_training_at_run_time():
+    import subprocess
+    import sys
+
+    modules = [*INFERENCE_ENTRY_POINTS, "segls.predict.files", "segls.predict.export"]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('segls.train')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stderr
+
+
 def function_lengths(path: Path) -> dict[str, int]:
     """Lines of every function in a file (decorators included), by "path:name"."""
     name = path.relative_to(REPO_ROOT).as_posix()

@@ -277,15 +277,18 @@ def test_mismatched_keys_are_listed(trained_unet, tmp_path):
     with pytest.raises(ValueError, match="do not fit encoder 'resnet18'") as err:
         build_model(cfg(encoder_weights=str(path)), 3, 2)
     message = str(err.value)
-    assert "1 missing (e.g. layer1.0.bn1.running_mean)" in message
-    assert "1 unexpected (e.g. bogus.weight)" in message
-    assert "layer4.1.conv2.weight: file (512, 512, 1, 1) vs model (512, 512, 3, 3)" in message
+    assert "missing keys (1): layer1.0.bn1.running_mean;" in message
+    assert "unexpected keys (1): bogus.weight;" in message
+    assert (
+        "shape mismatches (1): layer4.1.conv2.weight (512, 512, 1, 1) in the file, "
+        "(512, 512, 3, 3) in the model." in message
+    )
 
 
 def test_weights_of_another_encoder_are_refused(tmp_path):
     path = tmp_path / "resnet34.pth"
     torch.save(build_model(cfg(encoder="resnet34"), 3, 2).encoder.state_dict(), path)
-    with pytest.raises(ValueError, match=r"unexpected \(e\.g\. layer1\.2\."):
+    with pytest.raises(ValueError, match=r"unexpected keys \(\d+\): layer1\.2\."):
         build_model(cfg(encoder_weights=str(path)), 3, 2)
 
 

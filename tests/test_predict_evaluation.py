@@ -17,7 +17,7 @@ from torch import nn
 from segls import config
 from segls.cli import common
 from segls.cli import test as test_cli
-from segls.train import checkpoint
+from segls.models import checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,10 +16,9 @@ from segls import config
 from segls.cli import infer as infer_cli
 from segls.data import read_mask
 from segls.io import encode_png
-from segls.models import build_model
+from segls.models import build_model, checkpoint
 from segls.predict import files as prediction_files
 from segls.predict.files import mask_array, unique_names, write_mask
-from segls.train import checkpoint
 
 PALETTE = [[10, 20, 30], [200, 0, 0], [0, 250, 5]]
 

@@ -232,14 +232,14 @@ def test_fp16_overflow_skips_the_step_and_lowers_the_scale():
     # A scale of 2**100 turns every float16 gradient into inf, so the scaler must skip.
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
     step = loop.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
-    assert step["skipped"] is True
+    assert step.skipped is True
     assert scaler.get_scale() == 2.0**99
     for param, old in zip(model.parameters(), before, strict=True):
         assert torch.equal(param, old)
 
     scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
     step = loop.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
-    assert step["skipped"] is False
+    assert step.skipped is False
     assert not torch.equal(model.weight, before[0])
 
 
@@ -254,7 +254,7 @@ def test_grad_clip_bounds_the_gradient_norm():
     clipped_norm = torch.linalg.vector_norm(
         torch.stack([p.grad.norm() for p in model.parameters()])
     )
-    assert step["grad_norm"] > 0.01
+    assert step.grad_norm > 0.01
     assert clipped_norm == pytest.approx(0.01, rel=1e-4)
 
 

@@ -11,6 +11,7 @@ from helpers import tiny_config, write_dataset
 from torch import nn
 
 from segls import io, runtime
+from segls.models.checkpoint import load_weights
 from segls.train import CheckpointError, checkpoint, loop, train
 from segls.train.optim import set_lr
 
@@ -143,7 +144,7 @@ def test_unknown_format_versions_are_refused_with_the_versions_this_segls_reads(
     with pytest.raises(CheckpointError, match=message):
         checkpoint.check_training_state(checkpoint.load(path), path)
     with pytest.raises(CheckpointError, match=message):
-        checkpoint.load_weights(objects[0], path)
+        load_weights(objects[0], path)
     with pytest.raises(CheckpointError, match=r"lacks \['format'\]"):
         checkpoint.check_training_state({k: v for k, v in state.items() if k != "format"}, path)
 

@@ -37,7 +37,7 @@ from segls import config
 from segls.cli import train as train_command
 from segls.data import InfiniteLoader, SegDataset
 from segls.losses import LabelSmoothSoftmaxCE
-from segls.train import checkpoint, faults, loop, train
+from segls.train import checkpoint, faults, loop, train, validation
 
 MAX_ITERS = 14
 KILL_PAUSES = {"step": 0.1, "eval": 0.2, "save": 0.3}
@@ -73,7 +73,7 @@ def install_probes(events: str, pauses: dict) -> None:
         handle.flush()
 
     loop.train_one_iter = _probe(loop.train_one_iter, "step", event, pauses.get("step", 0))
-    loop.evaluate = _probe(loop.evaluate, "eval", event, pauses.get("eval", 0))
+    validation.evaluate = _probe(validation.evaluate, "eval", event, pauses.get("eval", 0))
     InfiniteLoader.__next__ = _probe(InfiniteLoader.__next__, "fetch", event, 0)
     if pauses.get("load"):
         SegDataset.__getitem__ = _probe(
@@ -389,7 +389,7 @@ def nan_steps(monkeypatch, bad, log: list) -> None:
         result = real_step(model, NaNLoss(criterion) if bad(number) else criterion, *args, **kwargs)
         after = {key: value.clone() for key, value in net.state_dict().items()}
         unchanged = all(torch.equal(before[key], after[key]) for key in before)
-        log.append((result["skipped"], unchanged, float(result["loss"]), after))
+        log.append((result.skipped, unchanged, float(result.loss), after))
         return result
 
     monkeypatch.setattr(loop, "train_one_iter", step)
@@ -445,7 +445,7 @@ def test_fp16_scaler_skips_a_nan_step_and_the_batchnorm_statistics_stay():
     images, labels = torch.randn(2, 2, 4, 4), torch.randint(0, 3, (2, 4, 4))
     criterion = NaNLoss(LabelSmoothSoftmaxCE(0.1))
     step = loop.train_one_iter(model, criterion, images, labels, optimizer, scaler, torch.float16)
-    assert step["skipped"] is True and scaler.get_scale() == 512.0
+    assert step.skipped is True and scaler.get_scale() == 512.0
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
 

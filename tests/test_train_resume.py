@@ -11,7 +11,7 @@ import torch
 from helpers import AUGMENTING, read_metrics, tiny_config, write_dataset
 
 from segls import config
-from segls.train import CheckpointError, checkpoint, loop, train
+from segls.train import CheckpointError, checkpoint, train, validation
 
 
 class Interrupted(Exception):
@@ -138,8 +138,8 @@ def test_bit_rot_inside_a_checkpoint_is_caught_and_resume_falls_back(straight, t
 
 
 def crash_in(monkeypatch, name: str, call: int) -> None:
-    """Make the `call`-th call of ``loop.<name>`` raise Interrupted."""
-    calls, real = [], getattr(loop, name)
+    """Make the `call`-th call of ``validation.<name>`` raise Interrupted."""
+    calls, real = [], getattr(validation, name)
 
     def crashing(*args, **kwargs):
         calls.append(1)
@@ -147,7 +147,7 @@ def crash_in(monkeypatch, name: str, call: int) -> None:
             raise Interrupted("the evaluation failed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, name, crashing)
+    monkeypatch.setattr(validation, name, crashing)
 
 
 def test_the_checkpoint_due_at_an_evaluation_is_written_before_it(straight, tmp_path, monkeypatch):

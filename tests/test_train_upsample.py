@@ -70,7 +70,7 @@ def train_steps(upsample: str, lovasz_weight: float, steps: int) -> tuple[list[f
     losses, first_grads = [], {}
     for _ in range(steps):
         step = train_one_iter(model, objective, images, labels, optimizer, scaler)
-        losses.append(float(step["loss"]))
+        losses.append(float(step.loss))
         if not first_grads:
             first_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
     return losses, first_grads

@@ -201,7 +201,7 @@ def count_train_syncs(cfg: Config, work_dir: str | Path, cuda: bool | None = Non
     counter = SyncCounter(cuda)
     real_step = loop._step
 
-    def marked_step(run, iteration: int) -> dict:
+    def marked_step(run, iteration: int) -> loop.Iteration:
         counter.mark(iteration)
         return real_step(run, iteration)
 

@@ -220,7 +220,7 @@ def run_variant(
         "seconds": seconds,
         "warmup_seconds": warmup_seconds,
         "peak_mib": peak_mib(device, start_kib),
-        "loss": float(result["loss"]),
+        "loss": float(result.loss),
     }
 
 

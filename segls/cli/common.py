@@ -87,20 +87,28 @@ def load_config(args: argparse.Namespace) -> Config:
 def user_errors() -> tuple[type[Exception], ...]:
     """ConfigError, CheckpointError, DataError and NonFiniteError: their messages say what to change.
 
-    Looked up only while an error is handled: the last two live beside torch, which a
+    Looked up only while an error is handled: the middle two live beside torch, which a
     command has imported by the time it can raise them.
     """
     from segls.data import DataError
-    from segls.train import CheckpointError
+    from segls.models.checkpoint import CheckpointError
 
     return ConfigError, CheckpointError, DataError, NonFiniteError
 
 
+def _training_error(name: str) -> tuple[type[Exception], ...]:
+    """Training's error class `name` (in `segls.train`), or () when training was not imported.
+
+    Only a command that imported training can have raised one, and test, infer and export
+    never import it (tests/test_layout.py): so it is looked up, never imported, here.
+    """
+    train = sys.modules.get("segls.train")
+    return (getattr(train, name),) if train is not None else ()
+
+
 def training_errors() -> tuple[type[Exception], ...]:
     """`user_errors` and WorkDirError (a work dir that cannot or may not be written)."""
-    from segls.train import WorkDirError
-
-    return (*user_errors(), WorkDirError)
+    return (*user_errors(), *_training_error("WorkDirError"))
 
 
 def _rank_prefix() -> str:
@@ -134,9 +142,7 @@ def run_command(
         if isinstance(error, errors()):
             print(f"{prefix}error: {error}", file=sys.stderr)
             return 1
-        from segls.train import TrainingInterrupted
-
-        if not isinstance(error, TrainingInterrupted):
+        if not isinstance(error, _training_error("TrainingInterrupted")):
             raise
         print(f"{prefix}{error}", file=sys.stderr)
         return error.exit_code

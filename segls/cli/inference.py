@@ -15,7 +15,7 @@ from torch import nn
 from segls import runtime
 from segls.config import Config
 from segls.models import InferenceSettings, build_model, settings_from_config
-from segls.train import checkpoint
+from segls.models.checkpoint import load_weights
 
 __all__ = ["InferenceSetup", "load_model", "setup_inference"]
 
@@ -26,12 +26,12 @@ def load_model(
     """The config's model with the checkpoint's weights, in eval mode on `device`.
 
     Returns the model and which weights were loaded ("ema", "model" or "state_dict"; see
-    `segls.train.checkpoint.load_weights`). No pretrained encoder file is read: the checkpoint
+    `segls.models.checkpoint.load_weights`). No pretrained encoder file is read: the checkpoint
     holds every weight.
     """
     model_cfg = dataclasses.replace(cfg.model, encoder_weights=None)
     model = build_model(model_cfg, cfg.data.in_channels, cfg.data.num_classes, cfg.loss.upsample)
-    source = checkpoint.load_weights(model, checkpoint_path)
+    source = load_weights(model, checkpoint_path)
     return model.to(device).eval(), source
 
 

@@ -1,8 +1,9 @@
 """Segmentation networks: built from smp offline, with local weights, run on any image size.
 
 `factory` builds an smp architecture from a model config; `weights` loads encoder weights
-from local files only; `inference` runs a model on images of any size (whole or sliding
-windows, flips, scales).
+from local files only; `checkpoint` reads checkpoint files and a model's weights for
+inference; `inference` runs a model on images of any size (whole or sliding windows, flips,
+scales).
 """
 
 from segls.lazy import lazy_exports
@@ -10,11 +11,13 @@ from segls.lazy import lazy_exports
 # Loaded on first use, so that the config's import of `segls.models.names` stays light.
 _SOURCES = {
     "ARCHS": "factory",
+    "CheckpointError": "checkpoint",
     "MODES": "names",
     "InferenceSettings": "inference",
     "build_model": "factory",
     "forward_padded": "inference",
     "full_resolution": "inference",
+    "load_weights": "checkpoint",
     "output_stride": "inference",
     "predict_logits": "inference",
     "settings_from_config": "inference",

@@ -199,6 +199,39 @@ def key_differences(
     return missing, unexpected, mis_shaped
 
 
+_SHOWN_KEYS = 8
+
+
+def listed(keys: list[str]) -> str:
+    """A few of `keys` for a message, with how many more there are."""
+    shown = ", ".join(keys[:_SHOWN_KEYS])
+    return shown + (f", ... ({len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
+
+
+def state_dict_mismatch(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], source: str
+) -> str:
+    """Why state dict `given` (from `source`, e.g. "the file") does not fit `expected`, or "".
+
+    The one wording of a mismatch, for encoder files and checkpoints alike: the missing and
+    unexpected keys and the shape mismatches, each counted and listed (`listed`).
+    """
+    missing, unexpected, mis_shaped = key_differences(expected, given)
+    shapes = [
+        f"{key} {tuple(given[key].shape)} in {source}, {tuple(expected[key].shape)} in the model"
+        for key in mis_shaped
+    ]
+    return "; ".join(
+        f"{label} ({len(items)}): {listed(items)}"
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", shapes),
+        )
+        if items
+    )
+
+
 def load_strict(
     encoder: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, encoder_name: str
 ) -> None:
@@ -213,26 +246,11 @@ def load_strict(
             and file_shape[:1] + file_shape[2:] == model_shape[:1] + model_shape[2:]
         ):
             state_dict[first_conv] = adapt_first_conv(state_dict[first_conv], model_shape[1])
-    missing, unexpected, mis_shaped = key_differences(expected, state_dict)
-    missing, unexpected = sorted(missing), sorted(unexpected)
-    wrong_shape = [
-        f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in mis_shaped
-    ]
-    problems = [
-        f"{len(keys)} {what} (e.g. {', '.join(keys[:4])})"
-        for what, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("with the wrong shape", wrong_shape),
-        )
-        if keys
-    ]
+    problems = state_dict_mismatch(expected, state_dict, "the file")
     if problems:
         raise ValueError(
-            f"encoder weights from {source} do not fit encoder '{encoder_name}': "
-            + "; ".join(problems)
-            + f". Save the weights from the same encoder ('{encoder_name}'), e.g. "
+            f"encoder weights from {source} do not fit encoder '{encoder_name}': {problems}. "
+            f"Save the weights from the same encoder ('{encoder_name}'), e.g. "
             "torch.save(model.encoder.state_dict(), path)."
         )
     nn.Module.load_state_dict(encoder, state_dict, strict=True)

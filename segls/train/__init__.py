@@ -1,11 +1,12 @@
 """Training: build a run from a config, step it, evaluate, save and restore checkpoints.
 
 `build` makes a `Run` (everything a run needs) from a Config, `loop` trains it (`train`,
-`train_one_iter`), `optim` holds the optimizer and the learning rate as a function of the
-iteration, `checkpoint` what a checkpoint holds (save, restore, resume, weights for
-inference), `resume` what a resumed run may change, `faults` non-finite steps and stop
-signals, `census` the classes the labels use, `logger` the run's records, `workdir` the
-rules of the directory they go to.
+`train_one_iter`), `validation` evaluates during training, `optim` holds the optimizer and
+the learning rate as a function of the iteration, `checkpoint` what a training checkpoint
+holds (save, restore, resume; reading files and weights for inference is
+`segls.models.checkpoint`), `resume` what a resumed run may change, `faults` non-finite
+steps and stop signals, `census` the classes the labels use, `logger` the run's records,
+`workdir` the rules of the directory they go to.
 """
 
 from segls.train.build import Run, build_objective, build_run

@@ -7,14 +7,11 @@ labels as training steps through them and warns of those never seen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 import torch
 
 from segls.runtime import distributed
-
-if TYPE_CHECKING:
-    from segls.train.build import Run
 
 __all__ = ["ClassCensus"]
 
@@ -27,11 +24,20 @@ class ClassCensus:
     iteration that reads from the device anyway, so plain steps keep their single sync.
     """
 
-    def __init__(self, run: Run) -> None:
-        self.run = run
-        self.ignore_index = run.cfg.data.ignore_index
-        self.end = min(len(run.train_loader), run.cfg.schedule.max_iters)
-        self.seen = torch.zeros(run.cfg.data.num_classes + 1, dtype=torch.bool, device=run.device)
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        ignore_index: int,
+        first_pass: int,
+        device: torch.device,
+        log: Callable[[str], None],
+    ) -> None:
+        """`first_pass`: the iterations of the first epoch (or of a shorter run)."""
+        self.class_names = list(class_names)
+        self.ignore_index = ignore_index
+        self.end = first_pass
+        self.log = log
+        self.seen = torch.zeros(len(self.class_names) + 1, dtype=torch.bool, device=device)
 
     def add(self, labels: torch.Tensor, iteration: int, evaluating: bool) -> ClassCensus | None:
         """Count a batch's labels of the first pass; after it, when `evaluating`, warn (None)."""
@@ -44,9 +50,8 @@ class ClassCensus:
         used = distributed.all_reduce_sum(self.seen[:ignored].double().tolist())
         unused = [index for index, count in enumerate(used) if count == 0]
         if unused:
-            names = self.run.val_loader.dataset.class_names
-            shown = ", ".join(f"{index} ({names[index]})" for index in unused)
-            self.run.logger.info(
+            shown = ", ".join(f"{index} ({self.class_names[index]})" for index in unused)
+            self.log(
                 f"warning: the model has data.num_classes={ignored} classes, but no training "
                 f"label of the first {self.end} batches is class {shown}; check "
                 "data.num_classes and data.ignore_index against the masks"

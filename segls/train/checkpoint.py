@@ -10,8 +10,9 @@ evaluated). `save` writes one from a `segls.train.Run` and `restore` puts all of
 into one. Format 1 also held the learning-rate scheduler's state, which the iteration now
 replaces; it is still read (and that entry ignored).
 
-Every file is written with a CRC-32 of its bytes and read through `segls.io.read_torch`,
-which checks it: a file whose bytes changed is damaged, like a truncated one. A resumed run
+Every file is written with a CRC-32 of its bytes and read by `segls.models.checkpoint.load`
+(also what test, infer and export read with), which checks it: a file whose bytes changed is
+damaged, like a truncated one. A resumed run
 must have the config the checkpoint was written with, but for the keys that
 `segls.train.resume` lets change.
 """
@@ -29,7 +30,13 @@ from torch import nn
 from segls import io, runtime
 from segls.config import to_dict
 from segls.data import InfiniteLoader
-from segls.models.weights import key_differences
+from segls.models.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    check_format,
+    load,
+    unwrap_model,
+)
 from segls.train.faults import check_finite_weights
 from segls.train.optim import build_ema
 from segls.train.workdir import cannot_write
@@ -43,7 +50,6 @@ __all__ = [
     "check_training_state",
     "load",
     "load_states",
-    "load_weights",
     "restore",
     "resume_state",
     "save",
@@ -51,42 +57,7 @@ __all__ = [
     "unwrap_model",
 ]
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
 _TRAINING_KEYS = ("format", "model", "optimizer", "scaler", "iter", "best_miou", "rng")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable, or does not fit the run resuming from it."""
-
-
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint (`segls.io.read_torch`: checksum, weights only); errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
-    try:
-        state = io.read_torch(path, map_location)
-    except io.UnreadableFileError as error:
-        raise CheckpointError(
-            f"cannot read checkpoint {error}; use another checkpoint or start afresh"
-        ) from None
-    if not isinstance(state, dict):
-        raise CheckpointError(
-            f"checkpoint {path} holds a {type(state).__name__}, not a dict of states"
-        )
-    return state
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside a ``torch.compile`` and/or DistributedDataParallel wrapper."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
 
 
 def training_state(
@@ -117,17 +88,6 @@ def training_state(
     if ema is not None:
         state["ema"] = ema.state_dict()
     return state
-
-
-def check_format(state: dict, path: str | os.PathLike) -> None:
-    """Raise unless `state` (read from `path`) is in a format this version of segls reads."""
-    version = state["format"]
-    if version not in READABLE_FORMATS:
-        raise CheckpointError(
-            f"checkpoint {path} has format version {version!r}, but this segls reads versions "
-            f"{', '.join(map(str, READABLE_FORMATS))}; it was written by another segls version: "
-            "use that version, or load its 'model' weights yourself"
-        )
 
 
 def check_training_state(state: dict, path: str | os.PathLike) -> int:
@@ -272,75 +232,3 @@ def restore(run: Run, state: dict, path: str | os.PathLike) -> None:
     seed, rank = run.cfg.runtime.seed, run.context.rank
     run.batches = InfiniteLoader(run.train_loader, seed, run.start_iter, rank)
     runtime.set_rng_state(state["rng"])
-
-
-_SHOWN_KEYS = 8
-
-
-def _listed(keys: list[str]) -> str:
-    """A few of `keys` for a message, with how many more there are."""
-    shown = ", ".join(keys[:_SHOWN_KEYS])
-    return shown + (f", ... ({len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
-
-
-def _weights_in(state: dict, path: str | os.PathLike) -> tuple[dict, str]:
-    """The state dict to run inference with, and where it came from: "ema", "model" or "state_dict".
-
-    The averaged weights (``ema``, an ``AveragedModel`` state: "module."-prefixed keys plus
-    ``n_averaged``) are preferred because they are the ones training evaluated.
-    """
-    if isinstance(state.get("ema"), dict):
-        prefix = "module."
-        weights = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
-        if not weights:
-            raise CheckpointError(f"checkpoint {path}: its 'ema' entry holds no 'module.' weights")
-        return weights, "ema"
-    if isinstance(state.get("model"), dict):
-        return state["model"], "model"
-    if state and all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
-        if all(key.startswith("module.") for key in state):  # saved from a DDP wrapper
-            state = {key[len("module.") :]: value for key, value in state.items()}
-        return state, "state_dict"
-    raise CheckpointError(
-        f"checkpoint {path} has no 'model' or 'ema' weights and is not a state dict "
-        f"(its keys: {_listed([str(key) for key in state])})"
-    )
-
-
-def load_weights(model: nn.Module, path: str | os.PathLike) -> str:
-    """Load a checkpoint's weights into `model` for inference; returns which weights were used.
-
-    A training checkpoint gives its ``ema`` weights when it has them, else ``model``; any
-    other file must be a bare state dict. Weights that do not fit raise CheckpointError
-    naming the missing and unexpected keys and the shape mismatches; `model` is then left
-    untouched.
-    """
-    state = load(path)
-    if "format" in state:
-        check_format(state, path)
-    weights, source = _weights_in(state, path)
-    target = unwrap_model(model)
-    expected = target.state_dict()
-    missing, unexpected, mis_shaped = key_differences(expected, weights)
-    shapes = [
-        f"{key} {tuple(weights[key].shape)} in the checkpoint, "
-        f"{tuple(expected[key].shape)} in the model"
-        for key in mis_shaped
-    ]
-    problems = [
-        f"{label} ({len(items)}): {_listed(items)}"
-        for label, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", shapes),
-        )
-        if items
-    ]
-    if problems:
-        raise CheckpointError(
-            f"checkpoint {path} ({source} weights) does not fit the model built from the config: "
-            + "; ".join(problems)
-            + ". Use the config the checkpoint was trained with (config.yaml in its work dir)"
-        )
-    target.load_state_dict(weights)
-    return source

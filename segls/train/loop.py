@@ -6,16 +6,22 @@ the rest, all checked before anything is written), puts the checkpoint back into
 (`segls.train.checkpoint.restore`), opens the records, then repeats `train_one_iter` at the
 learning rate of each iteration (`segls.train.optim.learning_rate`). Every
 ``schedule.checkpoint_interval`` iterations (and at the end) it saves ``latest.pth``, then,
-every ``schedule.eval_interval`` (and at the end), evaluates; ``best.pth`` is saved whenever
-val mIoU improves. A checkpoint written before its evaluation says so (``eval_pending``): a
-run resumed from it evaluates first unless metrics.jsonl shows the evaluation done. The work
-dir also gets config.yaml (the resolved config, enough to repeat the run) and the records of
-`segls.train.logger.RunLogger`; an error that ends a run is written to train.log too.
+every ``schedule.eval_interval`` (and at the end), evaluates (`segls.train.validation`);
+``best.pth`` is saved whenever val mIoU improves. A checkpoint written before its
+evaluation says so (``eval_pending``): a run resumed from it evaluates first unless
+metrics.jsonl shows the evaluation done. The work dir also gets config.yaml (the resolved
+config, enough to repeat the run) and the records of `segls.train.logger.RunLogger`; an
+error that ends a run is written to train.log too.
 
 Resuming is exact (bit-identical weights on the CPU with ``num_workers=0``): the checkpoint
 holds the model, optimizer, scaler, EMA and the global RNG states, the learning rate is a
 function of the iteration, and the data stream is a function of (seed, epoch) that
 `segls.data.InfiniteLoader` re-enters mid-epoch.
+
+A step reports a `StepResult`. Only what changes the run's state takes the whole `Run`: the
+loop, `_step` (weights, optimizer, scaler, EMA, data position), `_validate` and
+`_finish_pending_eval` (best mIoU, best.pth) and the checkpoint's `save` and `restore`;
+the other helpers get the parts they read.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,9 +37,7 @@ from torch import nn
 
 from segls import runtime
 from segls.config import Config
-from segls.metrics import format_table
-from segls.predict import evaluate, sample_panels
-from segls.predict.plots import reliability_diagram
+from segls.data import InfiniteLoader
 from segls.runtime import distributed, progress
 from segls.train import checkpoint, faults
 from segls.train.build import Run, build_run, describe, open_records
@@ -40,9 +45,10 @@ from segls.train.census import ClassCensus
 from segls.train.logger import TrainWindow
 from segls.train.optim import learning_rate, set_lr, update_ema
 from segls.train.resume import check_resume_config
+from segls.train.validation import Validation
 from segls.train.workdir import check_work_dir, clear_records
 
-__all__ = ["train", "train_one_iter"]
+__all__ = ["StepResult", "train", "train_one_iter"]
 
 
 def train(
@@ -98,45 +104,77 @@ def _ending(error: BaseException) -> str:
     return f"error: {type(error).__name__}: {error}"
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step (`train_one_iter`) did."""
+
+    loss: torch.Tensor  # detached, on the device: reading it is a host sync
+    grad_norm: torch.Tensor | None  # the total norm before clipping, with a grad_clip
+    skipped: bool  # non-finite on some rank: the model is as it was before the step
+    stop: int  # the signal that asked some rank to stop after this step, 0 for none
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """One iteration of the loop (`_step`): its optimizer step, learning rate and batch."""
+
+    step: StepResult
+    lr: float
+    labels: torch.Tensor
+    nonfinite_images: list[str]  # of a skipped step: the batch's images holding NaN/inf
+
+
 def _train_loop(run: Run, pending_eval: bool) -> dict:
     """Train from ``run.start_iter`` to ``schedule.max_iters``; returns the final scores."""
     sched, log, work_dir = run.cfg.schedule, run.logger.info, run.work_dir
     latest = work_dir / "latest.pth"
     log(describe(run))
-    scores = _finish_pending_eval(run) if pending_eval else None
+    validation = Validation(
+        run.eval_model, run.val_loader, run.criterion, run.settings, run.device, run.amp_dtype,
+        run.cfg, run.logger,
+    )  # fmt: skip
+    scores = _finish_pending_eval(run, validation) if pending_eval else None
     if run.start_iter >= sched.max_iters and scores is None:
         log(
             f"nothing to train: the checkpoint is at iter {run.start_iter} and "
             f"schedule.max_iters={sched.max_iters}; raise schedule.max_iters to train on"
         )
-        return _evaluate(run, run.start_iter)
+        return validation.scores(run.start_iter)
     guard = faults.NonFiniteGuard(run.cfg.optimizer.max_nonfinite_steps, log)
-    census = ClassCensus(run) if run.start_iter == 0 else None
+    census = None
+    if run.start_iter == 0:
+        first_pass = min(len(run.train_loader), sched.max_iters)
+        class_names, ignore_index = run.val_loader.dataset.class_names, run.cfg.data.ignore_index
+        census = ClassCensus(class_names, ignore_index, first_pass, run.device, log)
     window, clock = TrainWindow(), time.perf_counter()
     bar = progress(sched.max_iters, "train", initial=run.start_iter)
     run.stop.install()
     for iteration in range(run.start_iter + 1, sched.max_iters + 1):
-        step = _step(run, iteration)
-        window.add(step["loss"], step["batch_size"], step["skipped"])
-        guard.update(iteration, step["loss"], step["skipped"], step["nonfinite_images"])
+        done = _step(run, iteration)
+        step = done.step
+        window.add(step.loss, done.labels.shape[0], step.skipped)
+        guard.update(iteration, step.loss, step.skipped, done.nonfinite_images)
         bar.update(1)
         is_last = iteration == sched.max_iters
         if iteration % sched.log_interval == 0 or is_last:
-            bar.set_postfix(loss=f"{_log_progress(run, iteration, window, step, clock):.4f}")
+            values = _train_values(done, window, run.scaler, run.device)
+            seconds_per_iter = (time.perf_counter() - clock) / (iteration - run.start_iter)
+            eta = seconds_per_iter * (sched.max_iters - iteration)
+            run.logger.train_line(iteration, sched.max_iters, values, eta)
+            bar.set_postfix(loss=f"{values['train/loss']:.4f}")
             window = TrainWindow()
         due_eval = iteration % sched.eval_interval == 0 or is_last
         if census is not None:
-            census = census.add(step["labels"], iteration, evaluating=due_eval)
+            census = census.add(done.labels, iteration, evaluating=due_eval)
         saved = iteration % sched.checkpoint_interval == 0 or is_last
         if saved:  # before evaluating: an evaluation that fails loses no training
             checkpoint.save(run, iteration, [latest], eval_pending=due_eval)
         if due_eval:
-            scores = _validate(run, iteration, window)
-        signum = step["stop"]
-        if signum:
+            scores = _validate(run, validation, iteration, window)
+        if step.stop:
             if not saved:
                 checkpoint.save(run, iteration, [latest])
-            raise faults.interrupt(signum, iteration, latest)
+            raise faults.interrupt(step.stop, iteration, latest)
     run.stop.uninstall()
     bar.close()
     best = f"{100 * run.best_miou:.2f}" if math.isfinite(run.best_miou) else "-"
@@ -147,7 +185,7 @@ def _train_loop(run: Run, pending_eval: bool) -> dict:
     return scores
 
 
-def _finish_pending_eval(run: Run) -> dict | None:
+def _finish_pending_eval(run: Run, validation: Validation) -> dict | None:
     """The evaluation due at the checkpoint's iteration, when the checkpoint predates it.
 
     If metrics.jsonl holds it, the run died after it and only best_miou is brought up to
@@ -156,14 +194,14 @@ def _finish_pending_eval(run: Run) -> dict | None:
     """
     row = run.logger.metrics_row(run.start_iter)
     if row is None:
-        return _validate(run, run.start_iter, TrainWindow())
+        return _validate(run, validation, run.start_iter, TrainWindow())
     miou = math.nan if row.get("mIoU") is None else float(row["mIoU"])
     if miou > run.best_miou:
         run.best_miou = miou
     return None
 
 
-def _step(run: Run, iteration: int) -> dict:
+def _step(run: Run, iteration: int) -> Iteration:
     """Iteration `iteration`: set its learning rate, train on the next batch, average weights."""
     lr = learning_rate(iteration - 1, run.cfg.optimizer, run.cfg.schedule)
     set_lr(run.optimizer, lr)
@@ -176,16 +214,14 @@ def _step(run: Run, iteration: int) -> dict:
     )  # fmt: skip
     if run.ema is not None:
         update_ema(run.ema, run.model)
-    bad = _nonfinite_images(run, images) if step["skipped"] else []
-    return {
-        **step, "lr": lr, "batch_size": images.shape[0], "labels": labels, "nonfinite_images": bad
-    }  # fmt: skip
+    bad = _nonfinite_images(run.batches, images) if step.skipped else []
+    return Iteration(step, lr, labels, bad)
 
 
-def _nonfinite_images(run: Run, images: torch.Tensor) -> list[str]:
+def _nonfinite_images(batches: InfiniteLoader, images: torch.Tensor) -> list[str]:
     """The images of the batch just trained whose pixels hold NaN/inf, by file where known."""
     bad = (~torch.isfinite(images).flatten(1).all(dim=1)).nonzero().flatten().tolist()
-    names = run.batches.last_batch_names() if bad else None
+    names = batches.last_batch_names() if bad else None
     return [names[index] if names else f"image {index} of the batch" for index in bad]
 
 
@@ -199,7 +235,7 @@ def train_one_iter(
     amp_dtype: torch.dtype | None = None,
     grad_clip: float | None = None,
     stop_signals: faults.StopSignals | None = None,
-) -> dict:
+) -> StepResult:
     """One optimizer step on a batch: the loss (a tensor), grad norm, whether skipped, stop.
 
     A step whose loss or gradients hold inf/NaN on any rank is skipped
@@ -232,68 +268,36 @@ def train_one_iter(
     scaler.update()
     if skipped:
         faults.restore_buffers(model, buffers)
-    return {"loss": loss.detach(), "grad_norm": grad_norm, "skipped": skipped, "stop": signum}
+    return StepResult(loss.detach(), grad_norm, skipped, signum)
 
 
-def _log_progress(run: Run, iteration: int, window: TrainWindow, step: dict, clock: float) -> float:
-    """Log the train/* scalars of `window` and this step as one line; returns the mean loss."""
-    values = {"train/lr": step["lr"], **window.summary()}
-    if step["grad_norm"] is not None:
-        values["train/grad_norm"] = float(step["grad_norm"])
+def _train_values(
+    done: Iteration, window: TrainWindow, scaler: torch.amp.GradScaler, device: torch.device
+) -> dict[str, float]:
+    """The train/* scalars of a log line: `window`'s means and this iteration's state."""
+    values = {"train/lr": done.lr, **window.summary()}
+    if done.step.grad_norm is not None:
+        values["train/grad_norm"] = float(done.step.grad_norm)
     values["train/skipped_steps"] = window.skipped
-    if run.scaler.is_enabled():
-        values["train/grad_scale"] = run.scaler.get_scale()
-    if run.device.type == "cuda":
-        values["train/peak_mem_mb"] = torch.cuda.max_memory_allocated(run.device) / 2**20
-    max_iters = run.cfg.schedule.max_iters
-    seconds_per_iter = (time.perf_counter() - clock) / (iteration - run.start_iter)
-    run.logger.train_line(iteration, max_iters, values, seconds_per_iter * (max_iters - iteration))
-    return values["train/loss"]
+    if scaler.is_enabled():
+        values["train/grad_scale"] = scaler.get_scale()
+    if device.type == "cuda":
+        values["train/peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return values
 
 
-def _validate(run: Run, iteration: int, window: TrainWindow) -> dict:
+def _validate(run: Run, validation: Validation, iteration: int, window: TrainWindow) -> dict:
     """Evaluate during training, keep best.pth, then record; time left out of throughput.
 
     Every rank evaluates with rank 0's BatchNorm statistics, as the checkpoint has them.
     best.pth is written before the scores are recorded (see `_finish_pending_eval`).
     """
     start = time.perf_counter()
-    distributed.broadcast_buffers(run.eval_model)
-    scores = _evaluate(run, iteration)
+    distributed.broadcast_buffers(validation.model)
+    scores = validation.scores(iteration)
     if scores["mIoU"] > run.best_miou:
         run.best_miou = scores["mIoU"]
         checkpoint.save(run, iteration, [run.work_dir / "best.pth"])
-    _record(run, iteration, scores)
+    validation.record(iteration, scores)
     window.start += time.perf_counter() - start  # throughput of training only
     return scores
-
-
-def _evaluate(run: Run, iteration: int) -> dict:
-    """`evaluate` the run's model on its validation loader and print the table."""
-    cfg = run.cfg
-    scores = evaluate(
-        run.eval_model, run.val_loader, cfg.data.num_classes, cfg.data.ignore_index, run.device,
-        run.amp_dtype, run.criterion, cfg.eval.calibration_bins, run.settings,
-    )  # fmt: skip
-    table = format_table(scores, run.val_loader.dataset.class_names)
-    run.logger.info(f"eval at iter {iteration}: val loss {scores['loss']:.4f}\n{table}")
-    return scores
-
-
-def _record(run: Run, iteration: int, scores: dict) -> None:
-    """Log an evaluation's scores, reliability diagram and image panels (rank 0)."""
-    if not distributed.is_main():
-        return
-    cfg, model = run.cfg, run.eval_model
-    class_names = run.val_loader.dataset.class_names
-    run.logger.evaluation(iteration, scores, class_names)
-    title = f"val reliability, iter {iteration} (ECE {100 * scores['ECE']:.2f}%)"
-    run.logger.image(
-        "val/reliability", reliability_diagram(scores["calibration"], title), iteration
-    )
-    panels = sample_panels(
-        model, run.val_loader.dataset, cfg.runtime.vis_samples, run.device, run.settings,
-        run.amp_dtype, cfg.data.mean, cfg.data.std, cfg.data.ignore_index,
-    )  # fmt: skip
-    for index, image in enumerate(panels):
-        run.logger.image(f"val/sample_{index}", image, iteration)
