@@ -43,7 +43,7 @@ WRITE_METHODS = {
 
 # Every place outside segls/io.py that writes to the file system, and why it may.
 ALLOWED_WRITERS = {
-    ("segls/bench/smoothing.py", "TensorBoard writer"): "TensorBoard appends its own event files",
+    ("segls/train/smoothing.py", "TensorBoard writer"): "TensorBoard appends its own event files",
     ("segls/train/logger.py", "TensorBoard writer"): "TensorBoard appends its own event files",
     ("segls/predict/export.py", "torch.onnx.export"): "into the temporary path io hands it",
     ("segls/data/sample.py", "image writer"): "tifffile encodes into an in-memory buffer",

@@ -5,7 +5,8 @@
 iteration, `checkpoint` what a checkpoint holds (save, restore, resume, weights for
 inference), `resume` what a resumed run may change, `faults` non-finite steps and stop
 signals, `census` the classes the labels use, `logger` the run's records, `workdir` the
-rules of the directory they go to.
+rules of the directory they go to, `smoothing` trains a config at several ε and compares
+(tools/compare_smoothing.py).
 """
 
 from segls.train.build import Run, build_objective, build_run
