@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from segls.bench.gpu_check import harness, reference
-from segls.cli import gpu_check as gpu_check_cli
+from benchmarks.cli import gpu_check as gpu_check_cli
+from benchmarks.gpu_check import harness, reference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

@@ -461,7 +461,7 @@ def test_kernel_compiles_for_sm90(monkeypatch, shape, dtype, layout, weighted, r
 
 @in_parent
 def test_gpu_benchmark_runs_end_to_end_without_cuda(tmp_path, capsys):
-    from segls.cli import bench_loss_gpu as bench
+    from benchmarks.cli import bench_loss_gpu as bench
 
     assert (
         bench.main(

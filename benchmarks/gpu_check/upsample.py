@@ -1,4 +1,4 @@
-"""Section 6: the loss with bilinear upsampling fused in (`segls.bench.upsample`) on CUDA.
+"""Section 6: the loss with bilinear upsampling fused in (`benchmarks.upsample`) on CUDA.
 
 For each case of tools/bench_upsample.py (×4: 8×19×128×256 → 512×1024, ×8: 16×150×64×64 →
 512×512) and each ``align_corners``:
@@ -21,10 +21,10 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from segls.bench import upsample
-from segls.bench.gpu_check.harness import Context
-from segls.bench.losses import IGNORE, fwd_bwd, make_inputs, time_in_turns
-from segls.bench.memory import peak_of
+from benchmarks import upsample
+from benchmarks.gpu_check.harness import Context
+from benchmarks.losses import IGNORE, fwd_bwd, make_inputs, time_in_turns
+from benchmarks.memory import peak_of
 from segls.losses import label_smooth_softmax_ce
 
 __all__ = ["BUDGET_REASON", "BUDGET_S", "run"]

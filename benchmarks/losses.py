@@ -4,7 +4,6 @@ fwd+bwd steps timed in turns in a child process."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -13,7 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-from segls.bench.memory import LIVE_PEAK_ENV
+from benchmarks import child_env
+from benchmarks.memory import LIVE_PEAK_ENV
 
 __all__ = ["IGNORE", "fwd_bwd", "make_inputs", "one_hot_dense", "run_child", "time_in_turns"]
 
@@ -105,10 +105,10 @@ def time_in_turns(steps: dict[str, Callable[[], torch.Tensor]], repeats: int) ->
 def run_child(module: str, args: list[str], live_peak: bool = False) -> list | dict:
     """Run ``python -m module args`` and return the JSON its last output line holds.
 
-    ``live_peak`` starts it with `segls.bench.memory.LIVE_PEAK_ENV`. A failed child raises a
+    ``live_peak`` starts it with `benchmarks.memory.LIVE_PEAK_ENV`. A failed child raises a
     RuntimeError with the last line of its error output.
     """
-    env = {**os.environ, **LIVE_PEAK_ENV} if live_peak else None
+    env = child_env(LIVE_PEAK_ENV if live_peak else None)
     command = [sys.executable, "-m", module, *args]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from segls.bench import losses
+from benchmarks import losses
 from segls.losses import label_smooth_softmax_ce
 
 __all__ = ["SHAPES", "SMALL_SHAPES", "VARIANTS", "bench_row", "copy_bandwidth", "markdown"]
