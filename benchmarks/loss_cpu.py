@@ -13,15 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmarks.losses import (
-    IGNORE,
-    fwd_bwd,
-    make_inputs,
-    one_hot_dense,
-    run_child,
-    time_in_turns,
-)
+from benchmarks.losses import fwd_bwd, one_hot_dense, run_child, time_in_turns
 from benchmarks.memory import peak_of
+from benchmarks.reference import IGNORE, make_inputs
 from segls.losses import label_smooth_softmax_ce
 
 __all__ = ["VARIANTS", "markdown", "measure_memory", "run_in_children", "time_variants"]
@@ -40,7 +34,7 @@ VARIANTS = {
 
 def _warm_step(name: str, shape, ignore_frac: float, eps: float):
     """One fwd+bwd of a variant on fresh inputs, run twice to warm up."""
-    logits, labels = make_inputs(tuple(shape), ignore_frac)
+    logits, labels = make_inputs(tuple(shape), ignore_fraction=ignore_frac)
     step = fwd_bwd(lambda x, y: VARIANTS[name](x, y, eps), logits, labels)
     for _ in range(2):
         step()

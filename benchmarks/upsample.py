@@ -23,8 +23,9 @@ import json
 import torch
 import torch.nn.functional as F
 
-from benchmarks.losses import IGNORE, fwd_bwd, make_inputs, run_child, time_in_turns
+from benchmarks.losses import fwd_bwd, run_child, time_in_turns
 from benchmarks.memory import peak_of
+from benchmarks.reference import IGNORE, make_inputs
 from segls.losses import label_smooth_softmax_ce
 
 __all__ = ["PRESETS", "REFERENCE", "VARIANTS", "benchmark", "format_table", "run_worker"]
@@ -65,7 +66,7 @@ def _warm_step(name: str, spec: dict, device: torch.device):
 
 def _inputs(spec: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     shape, size = tuple(spec["shape"]), tuple(spec["size"])
-    return make_inputs(shape, 0.05, device=device, label_size=size)
+    return make_inputs(shape, device=device, ignore_fraction=0.05, label_size=size)
 
 
 def _fused_name(spec: dict, device: torch.device) -> str:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from benchmarks import upsample
 from benchmarks.cli import bench_upsample
-from benchmarks.losses import IGNORE, make_inputs
+from benchmarks.reference import IGNORE, make_inputs
 
 SHAPE, SIZE = (2, 3, 4, 5), (8, 10)
 SPEC = {"shape": SHAPE, "size": SIZE, "repeats": 1, "device": "cpu", "threads": 1}
@@ -15,7 +15,7 @@ SPEC = {"shape": SHAPE, "size": SIZE, "repeats": 1, "device": "cpu", "threads": 
 
 def reference_loss(align_corners: bool) -> float:
     """PyTorch's interpolation and cross-entropy on the benchmark's inputs, in float64."""
-    logits, labels = make_inputs(SHAPE, 0.05, label_size=SIZE)
+    logits, labels = make_inputs(SHAPE, ignore_fraction=0.05, label_size=SIZE)
     full = F.interpolate(logits.double(), size=SIZE, mode="bilinear", align_corners=align_corners)
     return F.cross_entropy(full, labels, ignore_index=IGNORE, label_smoothing=0.1).item()
 

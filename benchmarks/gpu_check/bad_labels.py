@@ -19,7 +19,8 @@ import torch
 
 from benchmarks import child_env
 from benchmarks.gpu_check.harness import Context
-from benchmarks.gpu_check.reference import LossCase, check_backend, make_inputs
+from benchmarks.gpu_check.reference import LossCase, check_backend
+from benchmarks.reference import make_inputs
 from segls.losses import label_smooth_softmax_ce
 
 __all__ = ["EXPECTED_MESSAGE", "child", "run_in_child"]

@@ -28,7 +28,8 @@ import torch
 
 from benchmarks.gpu_check import bad_labels
 from benchmarks.gpu_check.harness import Context
-from benchmarks.gpu_check.reference import IGNORE, LossCase, check_backend, make_inputs
+from benchmarks.gpu_check.reference import LossCase, check_backend
+from benchmarks.reference import IGNORE, make_inputs
 
 __all__ = ["BIG_SHAPE", "BUDGET_REASON", "BUDGET_S", "SHAPES", "run", "triton_runs_here"]
 
@@ -154,8 +155,9 @@ def run(ctx: Context) -> None:
     if ctx.smoke:
         ctx.notes.append("smoke mode: tiny shapes; the 64-bit index path forced on a tiny tensor")
     ctx.notes.append(
-        "tolerances as tests/test_losses_triton.py: loss 2e-5, gradient GRAD_TOL[dtype] × the "
-        "largest reference gradient; float16 backward gets 65536 (GradScaler's initial scale)"
+        "tolerances of benchmarks/reference.py, as in the tests: loss 2e-5, gradient "
+        "GRAD_TOL[dtype] × the largest reference gradient; float16 backward gets 65536 "
+        "(GradScaler's initial scale)"
     )
     _grid(ctx, shapes)
     bad_labels.run_in_child(ctx, _backends(ctx))
