@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from segls.bench.gpu_check import harness, reference
-from segls.cli import gpu_check as gpu_check_cli
+from benchmarks.cli import gpu_check as gpu_check_cli
+from benchmarks.gpu_check import harness, reference
+from benchmarks.reference import make_inputs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -69,7 +70,7 @@ def test_a_section_past_its_budget_skips_rows_and_is_interrupted_after_the_grace
 
 
 def test_the_check_against_the_reference_fails_a_wrong_loss_or_gradient(monkeypatch):
-    values, labels = reference.make_inputs((2, 5, 3, 4), torch.float32, CPU)
+    values, labels = make_inputs((2, 5, 3, 4), torch.float32, CPU)
     case = reference.LossCase(weighted=True)
     assert reference.check_backend(values, labels, "torch", "channels_last", case)["status"] == "ok"
     real = reference.label_smooth_softmax_ce
@@ -84,7 +85,7 @@ def test_the_check_against_the_reference_fails_a_wrong_loss_or_gradient(monkeypa
 
 
 def test_the_reference_is_f_cross_entropy_for_lb_pos_lb_neg_too():
-    values, labels = reference.make_inputs((2, 4, 3, 5), torch.float32, CPU, ignore_fraction=0.3)
+    values, labels = make_inputs((2, 4, 3, 5), torch.float32, CPU, ignore_fraction=0.3)
     lb_pos, lb_neg = 1 - 0.1 + 0.1 / 4, 0.1 / 4  # the ε = 0.1 targets, written out
     loss = torch.nn.functional.cross_entropy(
         values.double(), labels, ignore_index=255, label_smoothing=0.1

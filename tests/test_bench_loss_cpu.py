@@ -2,7 +2,7 @@
 
 import pytest
 
-from segls.cli import bench_loss
+from benchmarks.cli import bench_loss
 
 
 @pytest.mark.slow

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
+from benchmarks import report as bench_report
+from benchmarks import throughput as bench
+from benchmarks.cli import bench_train as bench_train_cli
 from segls import config
-from segls.bench import report as bench_report
-from segls.bench import throughput as bench
-from segls.cli import bench_train as bench_train_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch.nn.functional as F
 
-from segls.bench import upsample
-from segls.bench.losses import IGNORE, make_inputs
-from segls.cli import bench_upsample
+from benchmarks import upsample
+from benchmarks.cli import bench_upsample
+from benchmarks.reference import IGNORE, make_inputs
 
 SHAPE, SIZE = (2, 3, 4, 5), (8, 10)
 SPEC = {"shape": SHAPE, "size": SIZE, "repeats": 1, "device": "cpu", "threads": 1}
@@ -15,7 +15,7 @@ SPEC = {"shape": SHAPE, "size": SIZE, "repeats": 1, "device": "cpu", "threads": 
 
 def reference_loss(align_corners: bool) -> float:
     """PyTorch's interpolation and cross-entropy on the benchmark's inputs, in float64."""
-    logits, labels = make_inputs(SHAPE, 0.05, label_size=SIZE)
+    logits, labels = make_inputs(SHAPE, ignore_fraction=0.05, label_size=SIZE)
     full = F.interpolate(logits.double(), size=SIZE, mode="bilinear", align_corners=align_corners)
     return F.cross_entropy(full, labels, ignore_index=IGNORE, label_smoothing=0.1).item()
 
@@ -37,11 +37,11 @@ def test_table_names_the_backend_and_a_failed_variant():
     ok |= {"peak_mib": 4.0, "loss": 1.5}
     fused = {**ok, "name": "fused", "variant": "fused (torch backend)", "peak_mib": 1.0}
     failed = {"name": "interpolate + segls", "variant": "interpolate + segls"}
-    failed["error"] = "segls.cli.bench_upsample --worker failed: MemoryError"
+    failed["error"] = "benchmarks.cli.bench_upsample --worker failed: MemoryError"
     table = upsample.format_table(SHAPE, SIZE, [fused, ok, failed])
     assert "2×3×4×5 → 8×10 (×2)" in table
     assert "| fused (torch backend) | 2 | 1.00x | 1.0 | 0.250x | 1.500000 |" in table
-    assert "| interpolate + segls | failed: segls.cli.bench_upsample" in table
+    assert "| interpolate + segls | failed: benchmarks.cli.bench_upsample" in table
 
 
 @pytest.mark.slow

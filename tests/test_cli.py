@@ -23,18 +23,18 @@ config.validate(cfg)
 config.dump(cfg, tempfile.mkdtemp() + "/config.yaml")
 statuses = {}
 for name, extra in COMMANDS.items():
-    module = __import__(f"segls.cli.{name}", fromlist=["run"])
+    module = __import__(name, fromlist=["run"])
     statuses[name] = [module.run([*extra, bad]) for bad in ("bad.key=1", "data.format=nope")]
 heavy = sorted(name for name in sys.modules if name.split(".")[0] in HEAVY)
 print(json.dumps({"statuses": statuses, "heavy": heavy}))
 """
 COMMANDS = {
-    "train": [CONFIG],
-    "test": [CONFIG, "missing.pth"],
-    "infer": [CONFIG, "missing.pth", "in.png", "--out", "out"],
-    "export": [CONFIG, "missing.pth", "--out", "m.onnx"],
-    "compare_smoothing": [CONFIG],
-    "bench_train": [CONFIG],
+    "segls.cli.train": [CONFIG],
+    "segls.cli.test": [CONFIG, "missing.pth"],
+    "segls.cli.infer": [CONFIG, "missing.pth", "in.png", "--out", "out"],
+    "segls.cli.export": [CONFIG, "missing.pth", "--out", "m.onnx"],
+    "segls.cli.compare_smoothing": [CONFIG],
+    "benchmarks.cli.bench_train": [CONFIG],
 }
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from benchmarks.devsuite import cli, real, suite
+from benchmarks.cli import make_devsuite as cli
+from benchmarks.devsuite import real, suite
 from benchmarks.devsuite.synthetic import (
     OCCASIONAL_PERIOD,
     RARE_OCCASIONAL,

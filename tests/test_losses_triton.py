@@ -1,4 +1,5 @@
-"""The Triton kernel against a dense reference written here, run on CPU by Triton's interpreter.
+"""The Triton kernel against the dense reference (benchmarks/reference.py), run on the CPU by
+Triton's interpreter.
 
 Triton reads TRITON_INTERPRET once, when it is first imported, and earlier tests in a session
 may import it (torch.compile does). So the kernel tests run in a child pytest process started
@@ -19,38 +20,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from triton_helpers import assert_kernel_tests_pass, child_test_files
 
+from benchmarks.reference import GRAD_TOL, IGNORE, VALUE_TOL, dense_loss
 from segls.losses import LabelSmoothSoftmaxCE, label_smooth_softmax_ce
 
 pytest.importorskip("triton")  # an optional extra; without it 'auto' never picks the kernel
 
-IGNORE = 255
 REPO = Path(__file__).resolve().parents[1]
 in_child = pytest.mark.triton_child  # deselected outside the child (tests/conftest.py)
 in_parent = pytest.mark.triton_parent
-GRAD_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 SHAPES = {"nchw": (2, 5, 6, 7), "3d": (2, 4, 3, 4, 5), "2d": (9, 6), "wide": (2, 300, 3, 5)}
 
 
-def dense_reference(x, labels, lb_pos, lb_neg, weight=None, reduction="mean"):
-    """−Σ_k q_k log softmax(x)_k with an explicit target q; labels outside [0, C) are ignored."""
-    num_classes = x.shape[1]
-    valid = (labels != IGNORE) & (labels >= 0) & (labels < num_classes)
-    safe = torch.where(valid, labels.long(), 0)
-    w = torch.ones(num_classes, dtype=x.dtype) if weight is None else weight.to(x.dtype)
-    class_shape = (1, num_classes) + (1,) * (x.dim() - 2)
-    one_hot = F.one_hot(safe, num_classes).movedim(-1, 1).to(x.dtype)
-    target = w.view(class_shape) * (lb_neg + (lb_pos - lb_neg) * one_hot) * valid.unsqueeze(1)
-    per_pixel = -(target * torch.log_softmax(x, 1)).sum(1)
-    if reduction == "none":
-        return per_pixel
-    if reduction == "sum":
-        return per_pixel.sum()
-    denom = (w[safe] * valid).sum()
-    return per_pixel.sum() / denom if denom > 0 else per_pixel.sum() * 0.0
-
-
 def check(logits, labels, lb_pos, lb_neg, weight=None, reduction="mean", **kwargs):
-    """Loss and gradient of the triton backend against dense_reference in float64."""
+    """Loss and gradient of the triton backend against dense_loss in float64."""
     logits = logits.detach().requires_grad_()
     got = label_smooth_softmax_ce(
         logits,
@@ -65,8 +47,10 @@ def check(logits, labels, lb_pos, lb_neg, weight=None, reduction="mean", **kwarg
     assert type(got.grad_fn).__name__ == "TritonLabelSmoothCEFunctionBackward"
     assert got.dtype == torch.float32 and got.shape == (() if reduction != "none" else labels.shape)
     ref_in = logits.detach().double().requires_grad_()
-    expected = dense_reference(ref_in, labels, lb_pos, lb_neg, weight, reduction)
-    torch.testing.assert_close(got.detach().double(), expected.detach(), rtol=2e-5, atol=2e-5)
+    expected = dense_loss(ref_in, labels, lb_pos, lb_neg, weight, reduction)
+    torch.testing.assert_close(
+        got.detach().double(), expected.detach(), rtol=VALUE_TOL, atol=VALUE_TOL
+    )
     upstream = torch.rand(got.shape, dtype=torch.float64) + 0.5  # exercises backward's scale
     (grad,) = torch.autograd.grad(got, logits, upstream.float())
     (expected_grad,) = torch.autograd.grad(expected, ref_in, upstream)
@@ -278,7 +262,7 @@ def test_inplace_overwrites_the_logits_with_the_gradient(layout):
     values = make_logits((2, 5, 6, 7), layout=layout)
     labels = make_labels((2, 6, 7), 5)
     ref_in = values.double().requires_grad_()
-    dense_reference(ref_in, labels, 0.9, 0.025).backward()
+    dense_loss(ref_in, labels, 0.9, 0.025).backward()
     upstream = values.clone().requires_grad_()
     logits = upstream * 1.0  # a non-leaf whose producer saved nothing
     loss = label_smooth_softmax_ce(
@@ -295,7 +279,7 @@ def test_inplace_on_a_leaf_and_without_grad():
     values = make_logits((2, 5, 6, 7))
     labels = make_labels((2, 6, 7), 5)
     ref_in = values.double().requires_grad_()
-    dense_reference(ref_in, labels, 0.9, 0.025, reduction="sum").backward()
+    dense_loss(ref_in, labels, 0.9, 0.025, reduction="sum").backward()
     leaf = values.clone().requires_grad_()
     criterion = LabelSmoothSoftmaxCE(
         lb_pos=0.9, lb_neg=0.025, reduction="sum", backend="triton", inplace=True
@@ -461,7 +445,7 @@ def test_kernel_compiles_for_sm90(monkeypatch, shape, dtype, layout, weighted, r
 
 @in_parent
 def test_gpu_benchmark_runs_end_to_end_without_cuda(tmp_path, capsys):
-    from segls.cli import bench_loss_gpu as bench
+    from benchmarks.cli import bench_loss_gpu as bench
 
     assert (
         bench.main(

@@ -1,8 +1,8 @@
 """The loss with bilinear upsampling fused in (torch backend) against PyTorch's composite.
 
 Golden values come from ``F.interpolate(..., mode='bilinear')`` followed by ``F.cross_entropy``
-(or, for lb_pos/lb_neg, an explicit target times ``log_softmax`` of the interpolated logits),
-computed here in float64.
+(or, for lb_pos/lb_neg, an explicit target times ``log_softmax`` of the interpolated logits:
+`benchmarks.reference.dense_loss`), computed in float64.
 """
 
 from pathlib import Path
@@ -13,10 +13,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.reference import GRAD_TOL, IGNORE, dense_loss
 from segls.losses import LabelSmoothSoftmaxCE, _upsample, _upsample_torch, label_smooth_softmax_ce
-
-IGNORE = 255
-GRAD_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
 def interpolate(x, size, align_corners):
@@ -27,21 +25,6 @@ def composite(x, labels, align_corners, **ce_options):
     """The reference: PyTorch's interpolation, then PyTorch's cross-entropy."""
     full = interpolate(x, labels.shape[-2:], align_corners)
     return F.cross_entropy(full, labels, ignore_index=IGNORE, **ce_options)
-
-
-def dense_reference(x, labels, align_corners, lb_pos, lb_neg, weight=None, reduction="mean"):
-    """−Σ_k q_k log softmax(interpolated x)_k with q = w_k (lb_neg + (lb_pos − lb_neg)[k = y])."""
-    log_p = torch.log_softmax(interpolate(x, labels.shape[-2:], align_corners), 1)
-    num_classes = x.shape[1]
-    valid = labels != IGNORE
-    safe = torch.where(valid, labels, 0)
-    w = torch.ones(num_classes, dtype=x.dtype) if weight is None else weight.to(x.dtype)
-    one_hot = F.one_hot(safe, num_classes).movedim(-1, 1).to(x.dtype)
-    target = w.view(1, -1, 1, 1) * (lb_neg + (lb_pos - lb_neg) * one_hot) * valid.unsqueeze(1)
-    per_pixel = -(target * log_p).sum(1)
-    if reduction == "none":
-        return per_pixel
-    return per_pixel.sum() if reduction == "sum" else per_pixel.sum() / (w[safe] * valid).sum()
 
 
 def make_case(shape, size, seed=0, ignore_frac=0.2, dtype=torch.float64):
@@ -111,7 +94,9 @@ def test_lb_pos_lb_neg_against_an_explicit_target(tiny_bands, reduction, weighte
             x, labels, lb_pos=0.9, lb_neg=0.005, weight=weight, reduction=reduction,
             upsample="bilinear", align_corners=True,
         ),
-        lambda x: dense_reference(x, labels, True, 0.9, 0.005, weight, reduction),
+        lambda x: dense_loss(
+            x, labels, 0.9, 0.005, weight, reduction, upsample="bilinear", align_corners=True
+        ),
         logits,
     )  # fmt: skip
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_losses_upsample import GRAD_TOL, IGNORE, composite, dense_reference, make_case
+from test_losses_upsample import composite, make_case
 
+from benchmarks.reference import GRAD_TOL, IGNORE, VALUE_TOL, dense_loss
 from segls.losses import label_smooth_softmax_ce
 
 pytest.importorskip("triton")
@@ -29,7 +30,7 @@ def check(logits, labels, align_corners, reference, grad_tol=1e-5, **options):
     assert type(got.grad_fn).__name__ == "TritonUpsampleCEFunctionBackward"
     ref_in = logits.detach().double().requires_grad_()
     expected = reference(ref_in)
-    torch.testing.assert_close(got.double(), expected, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(got.double(), expected, rtol=VALUE_TOL, atol=VALUE_TOL)
     upstream = torch.rand(expected.shape, dtype=torch.float64) + 0.5
     (grad,) = torch.autograd.grad(got, x, upstream.float())
     (expected_grad,) = torch.autograd.grad(expected, ref_in, upstream)
@@ -63,7 +64,9 @@ def test_lb_pos_lb_neg_against_an_explicit_target():
     weight = torch.rand(6) + 0.2
     check(
         logits, labels, True,
-        lambda x: dense_reference(x, labels, True, 0.9, 0.005, weight, "sum"),
+        lambda x: dense_loss(
+            x, labels, 0.9, 0.005, weight, "sum", upsample="bilinear", align_corners=True
+        ),
         lb_pos=0.9, lb_neg=0.005, weight=weight, reduction="sum",
     )  # fmt: skip
 

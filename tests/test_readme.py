@@ -261,8 +261,9 @@ def scratch(tmp_path_factory):
 def _run_command(command: str) -> None:
     """Run one command of the docs, a ``python tools/<name>.py`` one, in this process.
 
-    tools/<name>.py only calls ``segls.cli.<name>.run`` (tests/test_layout.py checks that), so
-    calling it here runs the same code without a second start of Python and torch.
+    tools/<name>.py only calls ``segls.cli.<name>.run``, or ``benchmarks.cli.<name>.run`` for
+    a benchmark (tests/test_layout.py checks that), so calling it here runs the same code
+    without a second start of Python and torch.
     """
     words = shlex.split(command)
     if words[:2] == ["pip", "install"]:
@@ -274,7 +275,9 @@ def _run_command(command: str) -> None:
     tool = words[1] if len(words) > 1 and words[0] == "python" else ""
     if not (tool.startswith("tools/") and tool.endswith(".py") and (REPO_ROOT / tool).is_file()):
         pytest.fail(f"cannot run {command!r}: mark its block <!-- not run: reason -->")
-    module = importlib.import_module(f"segls.cli.{Path(tool).stem}")
+    stem = Path(tool).stem
+    package = "benchmarks" if (REPO_ROOT / "benchmarks/cli" / f"{stem}.py").is_file() else "segls"
+    module = importlib.import_module(f"{package}.cli.{stem}")
     assert module.run([*words[2:], *SHORT_RUNS.get(tool, [])]) == 0, command
 
 

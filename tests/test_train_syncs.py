@@ -1,7 +1,7 @@
 """Host syncs per training iteration: at most one read, and one collective with several ranks.
 
 On the CPU nothing waits for a device, so the count is of the calls that would wait on CUDA
-(`segls.bench.syncs.SyncCounter`'s spy: tensor reads and torch.distributed collectives). An
+(`benchmarks.syncs.SyncCounter`'s spy: tensor reads and torch.distributed collectives). An
 ordinary iteration (no log line, evaluation or checkpoint) of the default recipe's shape
 (EMA, Lovász term, label check on) must read once: the flag that says whether to skip the
 step and whether any rank was asked to stop. The spy itself is checked first, on calls whose
@@ -17,8 +17,8 @@ import torch
 from helpers import run_ranks, tiny_config, write_dataset
 from torch.optim.optimizer import _get_value
 
+from benchmarks import syncs
 from segls import runtime
-from segls.bench import syncs
 from segls.predict import build_criterion
 from segls.train import build_objective
 from segls.train.optim import build_ema, update_ema

@@ -2,12 +2,14 @@
 
     python tools/bench_loss.py [--shape 4 19 256 512] [--ignore 0.05] [--repeats 15]
 
-The command line is `segls.cli.bench_loss`.
+The command line is `benchmarks.cli.bench_loss`.
 """
 
 import sys
+from pathlib import Path
 
-from segls.cli.bench_loss import run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
+from benchmarks.cli.bench_loss import run  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -2,12 +2,14 @@
 
     python tools/bench_loss_gpu.py [--small] [--repeats 30] [--json results.json]
 
-The command line is `segls.cli.bench_loss_gpu`.
+The command line is `benchmarks.cli.bench_loss_gpu`.
 """
 
 import sys
+from pathlib import Path
 
-from segls.cli.bench_loss_gpu import run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
+from benchmarks.cli.bench_loss_gpu import run  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run())

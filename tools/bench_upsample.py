@@ -2,12 +2,14 @@
 
     python tools/bench_upsample.py [--preset x4 x8] [--repeats 5] [--threads T] [--device cuda]
 
-The command line is `segls.cli.bench_upsample`.
+The command line is `benchmarks.cli.bench_upsample`.
 """
 
 import sys
+from pathlib import Path
 
-from segls.cli.bench_upsample import run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
+from benchmarks.cli.bench_upsample import run  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -2,12 +2,14 @@
 
     python tools/check_tensorboard.py LOGDIR [--out DIR]
 
-The command line is `segls.cli.check_tensorboard`.
+The command line is `benchmarks.cli.check_tensorboard`.
 """
 
 import sys
+from pathlib import Path
 
-from segls.cli.check_tensorboard import run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
+from benchmarks.cli.check_tensorboard import run  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -2,13 +2,15 @@
 
     python tools/gpu_check.py --out DIR
 
-The command line is `segls.cli.gpu_check`; docs/BENCHMARKS.md gives the command for the
+The command line is `benchmarks.cli.gpu_check`; docs/BENCHMARKS.md gives the command for the
 bare GPU machine.
 """
 
 import sys
+from pathlib import Path
 
-from segls.cli.gpu_check import run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
+from benchmarks.cli.gpu_check import run  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     if args.config is not None:
         config.load(args.config, args.overrides)  # a bad config is reported before torch loads
-    from segls.bench import smoothing
+    from segls.train import smoothing
 
     if args.collect:
         out_dir = Path(args.out or "work_dirs/smoothing_collected")

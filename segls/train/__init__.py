@@ -6,7 +6,8 @@ the learning rate as a function of the iteration, `checkpoint` what a training c
 holds (save, restore, resume; reading files and weights for inference is
 `segls.models.checkpoint`), `resume` what a resumed run may change, `faults` non-finite
 steps and stop signals, `census` the classes the labels use, `logger` the run's records,
-`workdir` the rules of the directory they go to.
+`workdir` the rules of the directory they go to, `smoothing` trains a config at several ε
+and compares (tools/compare_smoothing.py).
 """
 
 from segls.train.build import Run, build_objective, build_run

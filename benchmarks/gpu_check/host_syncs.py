@@ -1,4 +1,4 @@
-"""Section 5: host syncs per training iteration, counted by torch (`segls.bench.syncs`).
+"""Section 5: host syncs per training iteration, counted by torch (`benchmarks.syncs`).
 
 Three short runs of the default recipe (30 iterations, a log line every 10, evaluation and
 checkpoint at the end): fp32 with the torch loss, bf16 + channels_last with the Triton loss,
@@ -13,9 +13,9 @@ launch-bound steps (~1 s) and three small evaluations (~1 s each): ~20 s expecte
 
 from __future__ import annotations
 
-from segls.bench import syncs
-from segls.bench.gpu_check.harness import Context
-from segls.bench.gpu_check.real_run import recipe
+from benchmarks import syncs
+from benchmarks.gpu_check.harness import Context
+from benchmarks.gpu_check.real_run import recipe
 
 __all__ = ["BUDGET_REASON", "BUDGET_S", "MODES", "WARMUP_ITERS", "run"]
 

@@ -1,4 +1,4 @@
-"""Section 2: the loss benchmark (`segls.bench.loss_gpu`, tools/bench_loss_gpu.py), fewer repeats.
+"""Section 2: the loss benchmark (`benchmarks.loss_gpu`, tools/bench_loss_gpu.py), fewer repeats.
 
 Every row of the benchmark (2 shapes × float32/bfloat16 × contiguous/channels_last × 6
 variants, the compiled rows last) with 10 timed runs after 2 warm-ups, then the targets set for the kernel, per
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from segls.bench import loss_gpu
-from segls.bench.gpu_check.harness import Context
+from benchmarks import loss_gpu
+from benchmarks.gpu_check.harness import Context
 
 __all__ = ["BUDGET_REASON", "BUDGET_S", "run"]
 

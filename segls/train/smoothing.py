@@ -21,6 +21,7 @@ from segls import config
 from segls.io import write_json, write_text
 from segls.predict.plots import line_charts, save_png
 from segls.train import checkpoint
+from segls.train.loop import train
 
 __all__ = ["collect", "markdown_table", "run_dir_name", "run_grid", "summarise", "write_report"]
 
@@ -71,8 +72,6 @@ def run_grid(
     started again; a run dir holding a run of another config is trained afresh, its
     records replaced.
     """
-    from segls.train import train  # the training stack, only when training
-
     out_dir = Path(out_dir)
     runs = []
     for epsilon in epsilons:

@@ -1,10 +1,9 @@
-"""What the loss benchmarks share: random inputs, the dense formulation segls replaces, and
-fwd+bwd steps timed in turns in a child process."""
+"""What the loss benchmarks share: the dense formulation segls replaces, and fwd+bwd steps
+timed in turns in a child process (their inputs come from `benchmarks.reference`)."""
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -13,47 +12,17 @@ from collections.abc import Callable
 
 import torch
 
-from segls.bench.memory import LIVE_PEAK_ENV
+from benchmarks import child_env
+from benchmarks.memory import LIVE_PEAK_ENV
+from benchmarks.reference import dense_loss, smoothed
 
-__all__ = ["IGNORE", "fwd_bwd", "make_inputs", "one_hot_dense", "run_child", "time_in_turns"]
-
-IGNORE = 255
-
-
-def make_inputs(
-    shape: tuple[int, ...],
-    ignore_frac: float = 0.05,
-    dtype: torch.dtype = torch.float32,
-    layout: str = "contiguous",
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    label_size: tuple[int, ...] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random logits (N(0, 9), `dtype`, contiguous or channels_last) and int64 labels.
-
-    A fraction `ignore_frac` of the labels, drawn at random, is `IGNORE`. The labels have the
-    logits' spatial size, or `label_size`.
-    """
-    generator = torch.Generator(device=device).manual_seed(seed)
-    logits = torch.randn(shape, generator=generator, device=device).mul_(3).to(dtype)
-    if layout == "channels_last":
-        logits = logits.contiguous(memory_format=torch.channels_last)
-    label_shape = (shape[0], *(shape[2:] if label_size is None else label_size))
-    labels = torch.randint(0, shape[1], label_shape, generator=generator, device=device)
-    labels[torch.rand(label_shape, generator=generator, device=device) < ignore_frac] = IGNORE
-    return logits, labels
+__all__ = ["fwd_bwd", "one_hot_dense", "run_child", "time_in_turns"]
 
 
 def one_hot_dense(logits: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-    """The dense formulation: an explicit smoothed one-hot target times log_softmax."""
-    num_classes = logits.shape[1]
-    ignored = labels == IGNORE
-    safe = labels.masked_fill(ignored, 0)
-    target = torch.full_like(logits, eps / num_classes)
-    target.scatter_(1, safe.unsqueeze(1), 1.0 - eps + eps / num_classes)
-    per_pixel = -(torch.log_softmax(logits, 1) * target).sum(1)
-    per_pixel = per_pixel.masked_fill(ignored, 0.0)
-    return per_pixel.sum() / (~ignored).sum()
+    """The dense formulation segls replaces: `reference.dense_loss` with ε's targets, an
+    explicit smoothed one-hot target times log_softmax, in the logits' dtype."""
+    return dense_loss(logits, labels, *smoothed(eps, logits.shape[1]))
 
 
 def fwd_bwd(
@@ -105,10 +74,10 @@ def time_in_turns(steps: dict[str, Callable[[], torch.Tensor]], repeats: int) ->
 def run_child(module: str, args: list[str], live_peak: bool = False) -> list | dict:
     """Run ``python -m module args`` and return the JSON its last output line holds.
 
-    ``live_peak`` starts it with `segls.bench.memory.LIVE_PEAK_ENV`. A failed child raises a
+    ``live_peak`` starts it with `benchmarks.memory.LIVE_PEAK_ENV`. A failed child raises a
     RuntimeError with the last line of its error output.
     """
-    env = {**os.environ, **LIVE_PEAK_ENV} if live_peak else None
+    env = child_env(LIVE_PEAK_ENV if live_peak else None)
     command = [sys.executable, "-m", module, *args]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:

@@ -9,10 +9,10 @@ A variant takes low-resolution float32 logits (N, C, h, w) and int64 labels (N, 
 - ``interpolate + segls``: ``F.interpolate``, then ``label_smooth_softmax_ce``.
 
 The variants of a case are timed in turns in one child process (``python -m
-segls.cli.bench_upsample --worker``), so that load from other processes slows them alike.
+benchmarks.cli.bench_upsample --worker``), so that load from other processes slows them alike.
 Each variant's peak memory above the inputs (the low-resolution gradient counts) is measured
 in a child of its own, so that one variant's freed memory cannot hide another's peak: on the
-CPU the peak of the live allocations (`segls.bench.memory`), on CUDA ``max_memory_allocated``
+CPU the peak of the live allocations (`benchmarks.memory`), on CUDA ``max_memory_allocated``
 above what was allocated before the step.
 """
 
@@ -23,8 +23,9 @@ import json
 import torch
 import torch.nn.functional as F
 
-from segls.bench.losses import IGNORE, fwd_bwd, make_inputs, run_child, time_in_turns
-from segls.bench.memory import peak_of
+from benchmarks.losses import fwd_bwd, run_child, time_in_turns
+from benchmarks.memory import peak_of
+from benchmarks.reference import IGNORE, make_inputs
 from segls.losses import label_smooth_softmax_ce
 
 __all__ = ["PRESETS", "REFERENCE", "VARIANTS", "benchmark", "format_table", "run_worker"]
@@ -65,7 +66,7 @@ def _warm_step(name: str, spec: dict, device: torch.device):
 
 def _inputs(spec: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     shape, size = tuple(spec["shape"]), tuple(spec["size"])
-    return make_inputs(shape, 0.05, device=device, label_size=size)
+    return make_inputs(shape, device=device, ignore_fraction=0.05, label_size=size)
 
 
 def _fused_name(spec: dict, device: torch.device) -> str:
@@ -95,7 +96,7 @@ def run_case(names, shape, size, repeats, device, align_corners, threads=0) -> l
     """Each variant's memory in a child of its own, then the ones that ran timed in turns."""
     spec = {"shape": list(shape), "size": list(size), "repeats": repeats, "device": device}
     spec |= {"align_corners": align_corners, "threads": threads}
-    module = "segls.cli.bench_upsample"
+    module = "benchmarks.cli.bench_upsample"
     peaks, failed = {}, []
     for name in names:
         worker = json.dumps({**spec, "kind": "memory", "names": [name]})

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
-import segls
-from segls.bench.gpu_check.harness import Context
-from segls.bench.gpu_check.reference import LossCase, check_backend, make_inputs
+from benchmarks import child_env
+from benchmarks.gpu_check.harness import Context
+from benchmarks.gpu_check.reference import LossCase, check_backend
+from benchmarks.reference import make_inputs
 from segls.losses import label_smooth_softmax_ce
 
 __all__ = ["EXPECTED_MESSAGE", "child", "run_in_child"]
@@ -29,7 +28,7 @@ __all__ = ["EXPECTED_MESSAGE", "child", "run_in_child"]
 SHAPE = (2, 19, 512, 1024)
 SMOKE_SHAPE = (2, 19, 4, 8)
 EXPECTED_MESSAGE = "labels contain -1, 19 but C = 19"
-CHILD_CODE = "from segls.bench.gpu_check import bad_labels; bad_labels.child()"
+CHILD_CODE = "from benchmarks.gpu_check import bad_labels; bad_labels.child()"
 
 
 def _bad_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -93,11 +92,7 @@ def run_in_child(ctx: Context, backends: list[tuple[str, str | None]]) -> None:
         ctx.row(case="labels -1 and 19", status="skipped (section budget spent)")
         return
     spec = {"device": str(ctx.device), "smoke": ctx.smoke, "backends": backends}
-    root = str(Path(segls.__file__).resolve().parents[1])
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-    }
+    env = child_env()
     command = [sys.executable, "-c", CHILD_CODE, json.dumps(spec)]
     timeout = None if math.isinf(ctx.left()) else max(30.0, ctx.left())
     try:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from benchmarks.memory import peak_mib, release_freed_memory, reset_peak
 from segls import runtime
-from segls.bench.memory import peak_mib, release_freed_memory, reset_peak
 from segls.config import Config, ConfigError
 from segls.models import build_model
 from segls.models.names import has_head_upsampling

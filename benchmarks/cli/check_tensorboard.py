@@ -7,7 +7,7 @@ eps0.1_seed0 (whose HParams then line up), opens the time-series (scalars, then 
 panels), images, custom-scalars, text and HParams dashboards, checks that each shows the
 tags, panels, charts and columns a segls run writes, and saves DIR/tensorboard_<page>.png
 (default DIR: docs). Exit status 1 if anything is missing.
-Needs Debian's ``chromium`` and ``chromium-driver`` packages (`segls.bench.tensorboard_view`).
+Needs Debian's ``chromium`` and ``chromium-driver`` packages (`benchmarks.tensorboard_view`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from urllib.parse import quote
 
-from segls.bench.tensorboard_view import Dashboard, check_dashboards
+from benchmarks.tensorboard_view import Dashboard, check_dashboards
 from segls.cli import common
 from segls.train.logger import CUSTOM_SCALARS, HPARAM_METRICS
 

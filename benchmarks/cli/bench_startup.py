@@ -5,7 +5,7 @@
 Runs ``python tools/train.py CONFIG bad.key=1`` (which must exit with status 1 and a
 one-line error), ``python -c 'import torch'`` and ``python -c pass`` from the repository
 root, interleaved, and prints the median, fastest and slowest wall time of each with the
-machine's load average (see `segls.bench.startup`).
+machine's load average (see `benchmarks.startup`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from segls.bench import startup
+from benchmarks import startup
 from segls.cli import common
 
 DEFAULT_CONFIG = "configs/unet_resnet18_scratch_64x64_600.yaml"

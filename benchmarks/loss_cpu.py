@@ -1,9 +1,9 @@
 """The loss on the CPU: fwd+bwd time and peak memory above the inputs, side by side.
 
-The variants are timed in turns in one child process (``python -m segls.cli.bench_loss
+The variants are timed in turns in one child process (``python -m benchmarks.cli.bench_loss
 --worker time``), so that load from other processes slows them alike. Each variant's memory
 is measured in a child of its own (``--worker memory``), so that one variant's freed memory
-cannot hide another's peak, and that child runs with `segls.bench.memory.LIVE_PEAK_ENV`, so
+cannot hide another's peak, and that child runs with `benchmarks.memory.LIVE_PEAK_ENV`, so
 the figure is the peak of the live allocations above the inputs; the gradient buffer counts.
 Linux with glibc only.
 """
@@ -13,15 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from segls.bench.losses import (
-    IGNORE,
-    fwd_bwd,
-    make_inputs,
-    one_hot_dense,
-    run_child,
-    time_in_turns,
-)
-from segls.bench.memory import peak_of
+from benchmarks.losses import fwd_bwd, one_hot_dense, run_child, time_in_turns
+from benchmarks.memory import peak_of
+from benchmarks.reference import IGNORE, make_inputs
 from segls.losses import label_smooth_softmax_ce
 
 __all__ = ["VARIANTS", "markdown", "measure_memory", "run_in_children", "time_variants"]
@@ -40,7 +34,7 @@ VARIANTS = {
 
 def _warm_step(name: str, shape, ignore_frac: float, eps: float):
     """One fwd+bwd of a variant on fresh inputs, run twice to warm up."""
-    logits, labels = make_inputs(tuple(shape), ignore_frac)
+    logits, labels = make_inputs(tuple(shape), ignore_fraction=ignore_frac)
     step = fwd_bwd(lambda x, y: VARIANTS[name](x, y, eps), logits, labels)
     for _ in range(2):
         step()
@@ -67,10 +61,12 @@ def run_in_children(names, shape, ignore_frac: float, eps: float, repeats: int) 
     peaks = {}
     for name in names:
         (result,) = run_child(
-            "segls.cli.bench_loss", ["--worker", "memory", *args, "--variants", name], True
+            "benchmarks.cli.bench_loss", ["--worker", "memory", *args, "--variants", name], True
         )
         peaks[name] = result["peak_mib"]
-    timed = run_child("segls.cli.bench_loss", ["--worker", "time", *args, "--variants", *names])
+    timed = run_child(
+        "benchmarks.cli.bench_loss", ["--worker", "time", *args, "--variants", *names]
+    )
     return [{**r, "peak_mib": peaks[r["name"]]} for r in timed]
 
 

@@ -1,10 +1,11 @@
-"""The loss checked against ``F.cross_entropy`` in float64: inputs, layouts and the comparison.
+"""The loss checked against ``F.cross_entropy`` in float64: options, layouts, the comparison.
 
-The reference is PyTorch's own cross-entropy on the same values upcast to float64, computed
-one image (or one block of rows) at a time so that even a tensor of more than 2³¹ elements
-needs little memory for it. Tolerances are those of tests/test_losses_triton.py: the loss
-within 2e-5 (relative and absolute), the gradient within ``GRAD_TOL[dtype]`` of the largest
-reference gradient (plus 1e-7).
+The reference is PyTorch's own cross-entropy on the same values upcast to float64 (for
+lb_pos/lb_neg, the dense reference of `benchmarks.reference`, which the tests use too),
+computed one image (or one block of rows) at a time so that even a tensor of more than 2³¹
+elements needs little memory for it. Inputs and tolerances are `benchmarks.reference`'s, as
+in the tests: the loss within ``VALUE_TOL`` (relative and absolute), the gradient within
+``GRAD_TOL[dtype]`` of the largest reference gradient (plus 1e-7).
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from benchmarks.reference import GRAD_TOL, IGNORE, VALUE_TOL, dense_loss
 from segls.losses import label_smooth_softmax_ce
 
-__all__ = ["GRAD_TOL", "IGNORE", "LossCase", "arrange", "check_backend", "compare", "make_inputs"]
+__all__ = ["LossCase", "arrange", "check_backend", "compare"]
 
-IGNORE = 255
 EPS = 0.1
-VALUE_TOL = 2e-5
-GRAD_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 # What backward receives: 1 for loss.backward(); with float16, the gradient scaler's initial
 # scale, as in fp16 training (a gradient saved with the 1/N of the mean in float16 underflows).
 UPSTREAM = {torch.float16: 65536.0}
@@ -46,22 +45,6 @@ class LossCase:
         return ", ".join(parts)
 
 
-def make_inputs(
-    shape: tuple[int, ...],
-    dtype: torch.dtype,
-    device: torch.device,
-    seed: int = 0,
-    ignore_fraction: float = 0.05,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits N(0, 9) rounded to `dtype` (contiguous) and labels with `ignore_fraction` ignored."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    logits = torch.randn(shape, generator=generator, device=device).mul_(3).to(dtype)
-    label_shape = (shape[0], *shape[2:])
-    labels = torch.randint(0, shape[1], label_shape, generator=generator, device=device)
-    ignored = torch.rand(label_shape, generator=generator, device=device) < ignore_fraction
-    return logits, torch.where(ignored, IGNORE, labels)
-
-
 def arrange(values: torch.Tensor, layout: str) -> torch.Tensor:
     """A fresh copy of `values` laid out as contiguous, channels_last, or a strided view."""
     if layout == "channels_last":
@@ -80,16 +63,12 @@ def _chunks(shape: tuple[int, ...]) -> list[tuple[slice, ...]]:
 
 
 def _reference_sum(x: torch.Tensor, labels: torch.Tensor, case: LossCase, weight) -> torch.Tensor:
-    """Summed loss of float64 logits `x` by F.cross_entropy (probability targets for `lb`)."""
+    """Summed loss of float64 logits `x` by F.cross_entropy (the dense reference for `lb`)."""
     if case.lb is None:
         return F.cross_entropy(
             x, labels, weight=weight, ignore_index=IGNORE, label_smoothing=EPS, reduction="sum"
         )
-    lb_pos, lb_neg = case.lb
-    valid = labels != IGNORE
-    one_hot = F.one_hot(torch.where(valid, labels, 0), x.shape[1]).movedim(-1, 1).double()
-    target = (lb_neg + (lb_pos - lb_neg) * one_hot) * valid.unsqueeze(1)
-    return F.cross_entropy(x, target, weight=weight, reduction="sum")
+    return dense_loss(x, labels, *case.lb, weight, reduction="sum")
 
 
 def compare(

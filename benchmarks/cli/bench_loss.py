@@ -4,7 +4,7 @@
 
 The variants are timed in turns in one child process; each one's memory is measured in a
 child of its own, as the peak of the live allocations above the inputs (the gradient buffer
-counts). Linux with glibc only. The harness is `segls.bench.loss_cpu`.
+counts). Linux with glibc only. The harness is `benchmarks.loss_cpu`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from segls.bench import loss_cpu
+from benchmarks import loss_cpu
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -61,5 +61,5 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # the child processes of segls.bench.loss_cpu.run_in_children
+if __name__ == "__main__":  # the child processes of benchmarks.loss_cpu.run_in_children
     main()

@@ -18,8 +18,8 @@ tests/test_bench_gpu_check.py runs so the script cannot rot.
 
 from __future__ import annotations
 
-from segls.bench.gpu_check import host_syncs, kernel, loss, real_run, training, upsample
-from segls.bench.gpu_check.harness import Section
+from benchmarks.gpu_check import host_syncs, kernel, loss, real_run, training, upsample
+from benchmarks.gpu_check.harness import Section
 
 __all__ = ["SECTIONS", "TOTAL_BUDGET_S"]
 

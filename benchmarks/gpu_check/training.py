@@ -1,4 +1,4 @@
-"""Section 3: training throughput of a GPU-sized model (`segls.bench.throughput`, bench_train).
+"""Section 3: training throughput of a GPU-sized model (`benchmarks.throughput`, bench_train).
 
 U-Net/ResNet-50 at 512×512, batch 16, 19 classes, random input, one fresh model per
 variant: fp32, fp32 with the Triton loss, fp16 with the gradient scaler, bf16, bf16 +
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 
+from benchmarks import throughput
+from benchmarks.gpu_check.harness import Context
 from segls import config
-from segls.bench import throughput
-from segls.bench.gpu_check.harness import Context
 
 __all__ = ["BUDGET_REASON", "BUDGET_S", "VARIANTS", "gpu_config", "run"]
 

@@ -5,7 +5,7 @@
 Writes DIR/gpu_report.md and DIR/gpu_report.json (rewritten after every section, so a run
 cut short still leaves a report): kernel correctness at real sizes, the loss benchmark and
 its targets, training throughput, the default recipe on CUDA, and host syncs per training
-step (see segls/bench/gpu_check). Without CUDA, or with --smoke, every section runs with
+step (see benchmarks/gpu_check). Without CUDA, or with --smoke, every section runs with
 tiny shapes and the rows that need a GPU are marked skipped. Training runs and checkpoints
 go to a temporary folder (--work-dir to keep them). Exit status 0 when every section that
 ran passed, 1 otherwise.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.gpu_check import SECTIONS, TOTAL_BUDGET_S, harness, report
 from segls import io
-from segls.bench.gpu_check import SECTIONS, TOTAL_BUDGET_S, harness, report
 
 MIN_SECTION_S = 5.0  # a section is not started with less time than this left
 

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import segls
+from benchmarks.gpu_check.harness import Context
+from benchmarks.gpu_check.kernel import triton_runs_here
 from segls import config
-from segls.bench.gpu_check.harness import Context
-from segls.bench.gpu_check.kernel import triton_runs_here
 from segls.train import train
 
 __all__ = ["BUDGET_REASON", "BUDGET_S", "MIN_MIOU", "recipe", "run", "skipped_steps"]

@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from segls.bench import loss_gpu
+from benchmarks import loss_gpu
 from segls.io import write_json
 
 

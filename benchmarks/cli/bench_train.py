@@ -4,7 +4,7 @@
                                 [--compile | --no-compile] [--json OUT] [key.path=value ...]
 
 Each variant trains a fresh model on random input at the config's crop and batch size (see
-segls/bench/throughput.py). A SPEC joins parts with '+': fp32|fp16|bf16, channels_last, compile,
+benchmarks/throughput.py). A SPEC joins parts with '+': fp32|fp16|bf16, channels_last, compile,
 torch|triton (loss backend), fused (loss.upsample=fused; without it outside), e.g.
 bf16+channels_last+triton or fp32+fused; 'all' is every combination but fused, 'default' (the
 default) a readable grid for the device. Compiled variants run on CUDA by default and on the
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Load the config, benchmark the variants, print the report; returns the rows."""
     args = parse_args(argv)
     cfg = config.load(args.config, args.overrides)
+    from benchmarks import report, throughput
     from segls import runtime
-    from segls.bench import report, throughput
 
     device = runtime.resolve_device(cfg.runtime.device)
     variants = throughput.resolve_variants(args.variants, device)

@@ -3,7 +3,7 @@
 - Every shape × dtype × layout of the grid, on both backends, loss and gradient.
 - The options, at both shapes: class weights, mostly ignored labels (one image all ignored),
   lb_pos/lb_neg, ``check_labels=False`` and ``inplace=True`` (Triton only).
-- Labels out of range, in a child process (`segls.bench.gpu_check.bad_labels`), so that a
+- Labels out of range, in a child process (`benchmarks.gpu_check.bad_labels`), so that a
   device-side assert could not poison this process: a clear ValueError, never an assert.
 - A tensor of more than 2³¹ elements, which takes the kernel's 64-bit index path.
 
@@ -26,9 +26,10 @@ import os
 
 import torch
 
-from segls.bench.gpu_check import bad_labels
-from segls.bench.gpu_check.harness import Context
-from segls.bench.gpu_check.reference import IGNORE, LossCase, check_backend, make_inputs
+from benchmarks.gpu_check import bad_labels
+from benchmarks.gpu_check.harness import Context
+from benchmarks.gpu_check.reference import LossCase, check_backend
+from benchmarks.reference import IGNORE, make_inputs
 
 __all__ = ["BIG_SHAPE", "BUDGET_REASON", "BUDGET_S", "SHAPES", "run", "triton_runs_here"]
 
@@ -154,8 +155,9 @@ def run(ctx: Context) -> None:
     if ctx.smoke:
         ctx.notes.append("smoke mode: tiny shapes; the 64-bit index path forced on a tiny tensor")
     ctx.notes.append(
-        "tolerances as tests/test_losses_triton.py: loss 2e-5, gradient GRAD_TOL[dtype] × the "
-        "largest reference gradient; float16 backward gets 65536 (GradScaler's initial scale)"
+        "tolerances of benchmarks/reference.py, as in the tests: loss 2e-5, gradient "
+        "GRAD_TOL[dtype] × the largest reference gradient; float16 backward gets 65536 "
+        "(GradScaler's initial scale)"
     )
     _grid(ctx, shapes)
     bad_labels.run_in_child(ctx, _backends(ctx))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from segls.bench import losses
+from benchmarks import losses, reference
 from segls.losses import label_smooth_softmax_ce
 
 __all__ = ["SHAPES", "SMALL_SHAPES", "VARIANTS", "bench_row", "copy_bandwidth", "markdown"]
@@ -47,7 +47,7 @@ def segls_torch(logits, labels):
 
 
 def cross_entropy(logits, labels):
-    return F.cross_entropy(logits, labels, ignore_index=losses.IGNORE, label_smoothing=EPS)
+    return F.cross_entropy(logits, labels, ignore_index=reference.IGNORE, label_smoothing=EPS)
 
 
 def one_hot_dense(logits, labels):
@@ -122,7 +122,7 @@ def bench_row(name, shape, dtype_name, layout, device, repeats, warmup, small, c
         row["status"] = NO_CUDA
         return row
     try:
-        logits, labels = losses.make_inputs(shape, 0.05, DTYPES[dtype_name], layout, device)
+        logits, labels = reference.make_inputs(shape, DTYPES[dtype_name], device, layout=layout)
         logits.requires_grad_()
         if compiled:  # afresh for each row: no recompile limit can fall back to eager
             torch.compiler.reset()

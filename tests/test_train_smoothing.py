@@ -12,9 +12,9 @@ from helpers import tiny_config, write_dataset
 from PIL import Image
 
 from segls import config
-from segls.bench import smoothing
 from segls.cli import compare_smoothing as compare_cli
 from segls.predict.plots import line_charts, reliability_diagram, save_png
+from segls.train import smoothing
 
 
 def fake_run(work_dir, epsilon, seed, final, root):

@@ -8,7 +8,7 @@ fwd+bwd time and peak memory above the inputs of ``upsample='bilinear'`` (torch 
 the CPU, Triton on CUDA), ``F.interpolate`` + ``F.cross_entropy`` and ``F.interpolate`` +
 segls: timed in turns in one child process, each variant's memory in a child of its own.
 Presets: x4 is 8×19×128×256 → 512×1024, x8 is 16×150×64×64 → 512×512 (both by default).
-The harness is `segls.bench.upsample`.
+The harness is `benchmarks.upsample`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from segls.bench import upsample
+from benchmarks import upsample
 from segls.io import write_json
 
 
@@ -67,5 +67,5 @@ def run(argv: list[str] | None = None) -> int:
     return main(argv)
 
 
-if __name__ == "__main__":  # the child processes of segls.bench.upsample.run_case
+if __name__ == "__main__":  # the child processes of benchmarks.upsample.run_case
     raise SystemExit(main())
