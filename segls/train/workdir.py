@@ -6,7 +6,8 @@ directory must be one (not a file) that this process can write, and a fresh run 
 when the directory holds another run's checkpoints, metrics or TensorBoard events, unless
 ``overwrite`` (``--overwrite``) says to delete them; `clear_records` does that once the new
 run has been built and checked. A write that fails later (a full disk) becomes one
-`WorkDirError` line naming the file and what to do (`cannot_write`).
+`WorkDirError` line naming the file and what to do (`cannot_write`). While a run lives, the
+lock of `segls.train.lock` keeps any other run out of its work dir.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from pathlib import Path
 
 from segls import io
 
-__all__ = ["RECORDS", "WorkDirError", "cannot_write", "check_work_dir", "clear_records"]
+__all__ = [
+    "RECORDS",
+    "WorkDirError",
+    "cannot_write",
+    "check_work_dir",
+    "check_writable",
+    "clear_records",
+]
 
 # What marks a directory as holding a run: its checkpoints, evaluations, TensorBoard events.
 RECORDS = ("latest.pth", "best.pth", "metrics.jsonl", "events.out.tfevents.*")
@@ -44,12 +52,8 @@ def _records(work_dir: Path) -> list[Path]:
     return sorted(path for path in found if path.stat().st_size > 0)
 
 
-def check_work_dir(work_dir: str | os.PathLike, fresh: bool, overwrite: bool) -> list[Path]:
-    """Raise WorkDirError unless a run may record into `work_dir`; nothing is written here.
-
-    A `fresh` run (not resumed) into a directory holding another run's records needs
-    `overwrite`; returns those records (for `clear_records`), or [] when there are none.
-    """
+def check_writable(work_dir: str | os.PathLike) -> None:
+    """Raise WorkDirError unless `work_dir` is (or can be made) a directory this process writes."""
     work_dir = Path(work_dir)
     base = _existing_base(work_dir)
     if not base.is_dir():
@@ -62,6 +66,16 @@ def check_work_dir(work_dir: str | os.PathLike, fresh: bool, overwrite: bool) ->
             f"work dir {work_dir}: {base} is read-only for this process; pass a writable "
             "--work-dir or make it writable"
         )
+
+
+def check_work_dir(work_dir: str | os.PathLike, fresh: bool, overwrite: bool) -> list[Path]:
+    """Raise WorkDirError unless a run may record into `work_dir`; nothing is written here.
+
+    A `fresh` run (not resumed) into a directory holding another run's records needs
+    `overwrite`; returns those records (for `clear_records`), or [] when there are none.
+    """
+    work_dir = Path(work_dir)
+    check_writable(work_dir)
     records = _records(work_dir) if fresh else []
     if records and not overwrite:
         names = ", ".join(path.name for path in records[:4])
