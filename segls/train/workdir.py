@@ -25,6 +25,7 @@ __all__ = [
     "check_work_dir",
     "check_writable",
     "clear_records",
+    "drop_unsaved_records",
 ]
 
 # What marks a directory as holding a run: its checkpoints, evaluations, TensorBoard events.
@@ -80,11 +81,42 @@ def check_work_dir(work_dir: str | os.PathLike, fresh: bool, overwrite: bool) ->
     if records and not overwrite:
         names = ", ".join(path.name for path in records[:4])
         more = f" and {len(records) - 4} more" if len(records) > 4 else ""
+        if not _checkpoints(work_dir):
+            raise WorkDirError(
+                f"{work_dir} holds the records of a run that stopped before its first "
+                f"checkpoint ({names}{more}), which cannot be resumed; pass --overwrite to "
+                "delete them and start afresh, or pass another --work-dir"
+            )
         raise WorkDirError(
             f"{work_dir} holds another run's records ({names}{more}); continue that run with "
             "--resume, pass another --work-dir, or pass --overwrite to delete them and start afresh"
         )
     return records
+
+
+def _checkpoints(work_dir: Path) -> list[Path]:
+    """The checkpoint files in `work_dir` (what --resume could continue from)."""
+    return sorted(path for path in work_dir.glob("*.pth") if path.is_file())
+
+
+def drop_unsaved_records(work_dir: str | os.PathLike) -> str | None:
+    """Delete the records of a fresh run that ended before its first checkpoint.
+
+    Nothing can resume such a run, and its records would only make a plain rerun refused
+    ("holds another run's records") while ``--resume`` finds no checkpoint: a circle. Its
+    train.log stays, with the error. Returns the line to add to train.log (None: nothing
+    deleted, e.g. a checkpoint exists).
+    """
+    work_dir = Path(work_dir)
+    records = _records(work_dir)
+    if not records or _checkpoints(work_dir):
+        return None
+    io.remove_files(records)
+    names = ", ".join(path.name for path in records)
+    return (
+        f"no checkpoint was written, so this run cannot be resumed: deleted its records "
+        f"({names}) so that the same command starts it again"
+    )
 
 
 def clear_records(work_dir: str | os.PathLike, records: list[Path]) -> None:
