@@ -134,3 +134,47 @@ def test_a_data_error_from_a_worker_reads_as_the_original_line():
     )
     assert str(DataError(wrapped)) == "/data/m.png: mask values [511] are bad; fix the mask"
     assert str(DataError("Caught nothing: a plain message")) == "Caught nothing: a plain message"
+
+
+ABANDONED_LOADER = """
+import sys
+import torch
+from torch.utils.data import DataLoader, Dataset
+from segls.data import loaders
+
+class Bad(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        if index >= 2:
+            raise loaders.DataError(f"item {index} is bad")
+        return torch.zeros(1)
+
+loader = DataLoader(Bad(), batch_size=1, num_workers=2, persistent_workers=True,
+                    worker_init_fn=loaders.init_worker)
+loaders._LOADERS.add(loader)  # as build_dataloader does
+try:
+    list(loader)
+except loaders.DataError as error:
+    print(error, flush=True)
+sys.exit(1)  # the loader and its workers are still up: the exit handler must stop them
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_loader_left_up_at_exit_does_not_keep_the_process_alive(tmp_path):
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "SEGLS_TEST_TAG": tag, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", ABANDONED_LOADER], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        out, _ = process.communicate(timeout=EXIT_WAIT_S)
+    except subprocess.TimeoutExpired:
+        for pid in tagged_processes(tag):
+            os.kill(pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("the process hung at exit on its loader's workers")
+    assert process.returncode == 1 and out.strip() == "item 2 is bad"
+    assert tagged_processes(tag) == []
