@@ -153,7 +153,7 @@ class Bad(Dataset):
 
 loader = DataLoader(Bad(), batch_size=1, num_workers=2, persistent_workers=True,
                     worker_init_fn=loaders.init_worker)
-loaders._LOADERS.add(loader)  # as build_dataloader does
+loaders._watch(loader)  # as build_dataloader does
 try:
     list(loader)
 except loaders.DataError as error:

@@ -106,15 +106,22 @@ def shut_down(loader: DataLoader | None, iterator: object = None) -> None:
                 worker.join(_WORKER_JOIN_S)
 
 
-@atexit.register
 def _shut_down_all() -> None:
     """Stop the workers of every loader still up; runs before multiprocessing's exit handler.
 
-    Registered after torch's own exit flag and multiprocessing's handler (this module
-    imports torch first), so it runs before both, while torch can still stop workers.
+    Registered again with each loader (`_watch`), so after torch's own exit flag and after
+    multiprocessing's handler (which `multiprocessing.util.get_logger` registers anew): exit
+    handlers run last registered first, so this one runs while torch can still stop workers.
     """
     for loader in list(_LOADERS):
         shut_down(loader)
+
+
+def _watch(loader: DataLoader) -> None:
+    """Have `_shut_down_all` stop `loader`'s workers at exit, if nothing did before."""
+    _LOADERS.add(loader)
+    atexit.unregister(_shut_down_all)
+    atexit.register(_shut_down_all)
 
 
 def init_worker(worker_id: int) -> None:
@@ -180,7 +187,7 @@ def build_dataloader(
         pin_memory=torch.cuda.is_available(),
     )
     if num_workers > 0:
-        _LOADERS.add(loader)
+        _watch(loader)
     return loader
 
 
