@@ -202,6 +202,17 @@ def _make_dirs(work_dir: Path) -> Path | None:
     return missing[-1] if missing else None
 
 
+def _open(path: Path) -> int:
+    """Open (or create) the lock file `path` for reading and writing; WorkDirError if it cannot."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise WorkDirError(
+            f"cannot open {path}: {error.strerror or error}; pass another --work-dir, or let "
+            "this user write that file"
+        ) from None
+
+
 def _lock(work_dir: Path, path: Path) -> tuple[int, bool]:
     """Open and lock `path`: (its descriptor, whether the OS lock is held); refused if busy.
 
@@ -209,7 +220,7 @@ def _lock(work_dir: Path, path: Path) -> tuple[int, bool]:
     that released it meanwhile removes it), so that two runs never hold two files.
     """
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open(path)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             locked = True
@@ -221,7 +232,7 @@ def _lock(work_dir: Path, path: Path) -> tuple[int, bool]:
                 raise WorkDirError(
                     f"cannot lock {path}: {error.strerror or error}; check the file system"
                 ) from None
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = _open(path)
             locked = False
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
