@@ -33,6 +33,7 @@ from torch.utils.data import DistributedSampler
 
 from segls import config, io, runtime
 from segls.cli import test as test_cli
+from segls.cli import train as train_cli
 from segls.data import InfiniteLoader, ShardSampler, augmentation_seed, build_loaders
 from segls.models import build_model
 from segls.predict import build_criterion, evaluate
@@ -235,7 +236,7 @@ sys.exit(code)
 """
 
 
-def test_torchrun_trains_ddp_replicas_that_stay_identical_and_only_rank_0_writes(tmp_path):
+def test_torchrun_trains_ddp_replicas_that_stay_identical_and_only_rank_0_writes(tmp_path, capsys):
     root = write_dataset(tmp_path / "data", num_train=8, num_val=3)
     augmenting = {"crop_size": [24, 24], "hflip": 0.5, "vflip": 0.5, "photometric": 0.5}
     cfg = tiny_config(root, data=augmenting, runtime={"vis_samples": 1})
@@ -282,6 +283,14 @@ def test_torchrun_trains_ddp_replicas_that_stay_identical_and_only_rank_0_writes
     assert log.count("iter 3/4") == 1
     assert log.count(f"saved {work_dir / 'latest.pth'}") == 2  # iters 2 and 4
     assert "x 2 processes" in log
+
+    # Resumed by one process: the total batch (2 x 2 processes) must stay the same.
+    argv = [str(config_path), "--work-dir", str(work_dir), "--resume", "schedule.max_iters=6"]
+    assert train_cli.run(argv) == 1
+    assert "total batch of 4 (data.batch_size 2 x 2 processes)" in capsys.readouterr().err
+    assert train_cli.run([*argv, "data.batch_size=4"]) == 0
+    log = (work_dir / "train.log").read_text()
+    assert "resumed on 1 process instead of 2: the total batch stays 4" in log
 
 
 def launch(argv: list[str]) -> None:

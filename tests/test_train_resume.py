@@ -12,6 +12,7 @@ from helpers import AUGMENTING, read_metrics, tiny_config, write_dataset
 
 from segls import config
 from segls.train import CheckpointError, checkpoint, train, validation
+from segls.train.resume import check_resume_config
 
 
 class Interrupted(Exception):
@@ -173,3 +174,48 @@ def test_a_crash_during_an_evaluation_then_resume_ends_as_the_uninterrupted_run(
     monkeypatch.undo()
     train(cfg, work_dir, resume=True)
     assert_same_run(work_dir, reference)
+
+
+# ---- the number of processes ---------------------------------------------------------------
+
+
+def with_batch(cfg: config.Config, batch_size: int) -> config.Config:
+    tree = config.to_dict(cfg)
+    tree["data"]["batch_size"] = batch_size
+    return config.from_dict(tree)
+
+
+def test_resume_on_another_number_of_processes_keeps_the_total_batch_or_is_refused(
+    straight, monkeypatch
+):
+    cfg, reference = straight  # one process, data.batch_size 2
+    path = reference / "latest.pth"
+    state = checkpoint.load(path)
+    assert state["world_size"] == 1
+
+    # 2 x 1 -> 1 x 2: the same total batch, allowed and said, with what changes.
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets: the default world size
+    lines = check_resume_config(state, path, with_batch(cfg, 1))
+    assert lines == [
+        "resumed on 2 processes instead of 1: the total batch stays 2 (data.batch_size 2 x 1 "
+        "-> 1 x 2); from here on the data order differs from a run on 1 process, and "
+        "BatchNorm statistics are computed per process on 1 images (unless runtime.sync_bn)"
+    ]
+    # 2 x 1 -> 2 x 2: the total batch would double; refused naming both totals.
+    with pytest.raises(CheckpointError) as error:
+        check_resume_config(state, path, cfg)
+    assert str(error.value) == (
+        f"cannot resume from {path}: it was trained with a total batch of 2 (data.batch_size 2 "
+        "x 1 process), and this run's would be 4 (data.batch_size 2 x 2 processes); set "
+        "data.batch_size=1 to keep it on 2 processes, or start a fresh run"
+    )
+    # And back: written by 2 processes of 1, resumed by one process of 2 (or refused with 1).
+    two = {**state, "config": config.to_dict(with_batch(cfg, 1)), "world_size": 2}
+    assert check_resume_config(two, path, cfg, world_size=1)[0].startswith(
+        "resumed on 1 process instead of 2: the total batch stays 2"
+    )
+    with pytest.raises(CheckpointError, match="total batch of 2 .* would be 1 "):
+        check_resume_config(two, path, with_batch(cfg, 1), world_size=1)
+    # The same number of processes with another batch is refused as before.
+    with pytest.raises(CheckpointError, match="data.batch_size 2 -> 1"):
+        check_resume_config(state, path, with_batch(cfg, 1), world_size=1)

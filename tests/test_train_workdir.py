@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from helpers import FullDisk, read_metrics, tiny_config, write_dataset
 from PIL import Image
+from torch.utils.data import DistributedSampler
 
 from segls import config, io
 from segls.cli import train as train_cli
@@ -196,3 +197,37 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_last_on
     assert not list(work_dir.glob(".*.tmp*"))
     in_log = f"error: cannot write {latest}: No space left on device"
     assert (in_log in (work_dir / "train.log").read_text()) == log_writable
+
+
+def test_a_fresh_run_that_stops_before_its_first_checkpoint_blocks_no_rerun(
+    finished, tmp_path, capsys
+):
+    """A bad training mask after the first batch stops the run before any checkpoint: the
+    same command again meets the same error (not "holds another run's records"), and
+    --resume, which finds no checkpoint, sends the user to a plain start: never a circle."""
+    _, config_path, _ = finished
+    root = write_dataset(tmp_path / "data", num_train=8)
+    sampler = DistributedSampler(range(8), num_replicas=1, rank=0, shuffle=True, seed=0)
+    sampler.set_epoch(0)
+    bad = root / "masks" / "train" / f"s{list(sampler)[-1]}.png"  # in the last batch
+    mask = np.array(Image.open(bad))
+    mask[5, 5] = 7
+    Image.fromarray(mask).save(bad)
+    work_dir = tmp_path / "run"
+    argv = [str(config_path), "--work-dir", str(work_dir), f"data.root={root}"]
+    argv += ["schedule.max_iters=8", "schedule.checkpoint_interval=8", "schedule.eval_interval=8"]
+    for _ in range(2):
+        assert train_cli.run(argv) == 1
+        assert capsys.readouterr().err.startswith(f"error: {bad}: mask values [7]")
+    assert not list(work_dir.glob("events.out.tfevents.*")) and not list(work_dir.glob("*.pth"))
+    log = (work_dir / "train.log").read_text()
+    assert log.count("no checkpoint was written, so this run cannot be resumed") == 2
+    assert train_cli.run([*argv, "--resume"]) == 1
+    assert "start without --resume" in capsys.readouterr().err
+
+    # A run killed before its first checkpoint leaves its records: the advice names --overwrite.
+    (work_dir / "events.out.tfevents.1.host.1.0").write_bytes(b"events")
+    assert train_cli.run(argv) == 1
+    err = capsys.readouterr().err
+    assert "stopped before its first checkpoint" in err and "--overwrite" in err, err
+    assert "--resume" not in err

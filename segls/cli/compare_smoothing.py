@@ -9,12 +9,14 @@ work_dirs/smoothing_<config stem>/), reusing finished runs and resuming interrup
 second compares runs that exist already. Both print a table of the final evaluation of each
 ε (mIoU, mAcc, ECE, NLL, Brier; mean ± standard deviation over seeds) and write
 summary.md, summary.json, smoothing.png (mIoU and ECE against ε) and TensorBoard records
-into DIR.
+into DIR. DIR and the runs' work dirs are held for the whole command (`segls.train.lock`):
+another comparison, tools/train.py or --resume into them meanwhile is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from segls import config
@@ -47,15 +49,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.config is not None:
         config.load(args.config, args.overrides)  # a bad config is reported before torch loads
     from segls.train import smoothing
+    from segls.train.lock import hold_work_dir
 
-    if args.collect:
-        out_dir = Path(args.out or "work_dirs/smoothing_collected")
-        runs = args.collect
-    else:
-        out_dir = Path(args.out or Path("work_dirs") / f"smoothing_{Path(args.config).stem}")
-        runs = smoothing.run_grid(args.config, args.eps, args.seeds, out_dir, args.overrides)
-    records = smoothing.collect(runs)
-    paths = smoothing.write_report(records, out_dir)
+    with contextlib.ExitStack() as held:
+        if args.collect:
+            out_dir = Path(args.out or "work_dirs/smoothing_collected")
+            held.enter_context(hold_work_dir(out_dir))
+            runs = args.collect
+        else:
+            out_dir = Path(args.out or Path("work_dirs") / f"smoothing_{Path(args.config).stem}")
+            held.enter_context(hold_work_dir(out_dir))
+            for epsilon in args.eps:
+                for seed in args.seeds:
+                    run_dir = out_dir / smoothing.run_dir_name(epsilon, seed)
+                    held.enter_context(hold_work_dir(run_dir))
+            runs = smoothing.run_grid(args.config, args.eps, args.seeds, out_dir, args.overrides)
+        records = smoothing.collect(runs)
+        paths = smoothing.write_report(records, out_dir)
     summary = smoothing.summarise(records)
     print(smoothing.markdown_table(summary))
     print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")

@@ -11,7 +11,9 @@ so ``tools/train.py work_dirs/<name>/config.yaml`` keeps it); --resume alone con
 that directory's latest.pth (or, if that is missing or damaged, from the newest intact
 checkpoint there). A fresh run into a directory holding another run's checkpoints, metrics
 or TensorBoard events is refused unless --overwrite, which deletes them. SIGTERM or Ctrl-C
-writes latest.pth before the run exits.
+writes latest.pth before the run exits. A run holds its work dir from start to end
+(`segls.train.lock`): a second run or a --resume into it meanwhile is refused at once,
+naming the process that holds it.
 """
 
 from __future__ import annotations
@@ -59,9 +61,12 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = config.load(args.config, args.overrides)
     cfg.name = cfg.name or Path(args.config).stem
     work_dir = Path(args.work_dir or Path("work_dirs") / cfg.name)
-    from segls.train import train  # the training stack, once the config has passed its checks
+    from segls.train.lock import hold_work_dir
 
-    return train(cfg, work_dir, resume=args.resume, overwrite=args.overwrite)
+    with hold_work_dir(work_dir):
+        from segls.train import train  # the training stack, once the config has passed its checks
+
+        return train(cfg, work_dir, resume=args.resume, overwrite=args.overwrite)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ _SOURCES = {
     "check_first_batch": "loaders",
     "batch_image_names": "loaders",
     "build_val_loader": "loaders",
+    "shut_down": "loaders",
 }
 __all__ = sorted(_SOURCES)
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

@@ -4,14 +4,23 @@ A run's training loader uses a DistributedSampler (one replica without torchrun)
 sees its own part of an epoch order that is a function of (seed, epoch), and `InfiniteLoader`
 re-enters that stream at any iteration. Validation with several ranks uses `ShardSampler`,
 which deals each image to exactly one rank. Loader workers ignore SIGINT and SIGTERM: the
-main process stops training (see `segls.train.faults`) and then them.
+main process stops training (see `segls.train.faults`) and then them (`shut_down`).
+
+Because the workers ignore SIGTERM, multiprocessing's own exit handler (SIGTERM, then wait)
+would wait forever on workers nobody told to stop: persistent workers stay up as long as
+their loader does, and torch's own clean-up is a no-op once the interpreter is exiting.
+So every loader made here is shut down explicitly, by the run that owns it when it ends
+(`shut_down`, `InfiniteLoader.close`) and, for any still up, by an exit handler that runs
+before multiprocessing's (`_shut_down_all`).
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import random
 import signal
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +45,7 @@ __all__ = [
     "build_val_loader",
     "check_first_batch",
     "init_worker",
+    "shut_down",
 ]
 
 # Key standing for "before any epoch" in a rank's loader seed; no epoch count reaches it.
@@ -71,6 +81,47 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+_LOADERS: weakref.WeakSet[DataLoader] = weakref.WeakSet()  # made here, shut down at exit
+_WORKER_JOIN_S = 5.0
+
+
+def shut_down(loader: DataLoader | None, iterator: object = None) -> None:
+    """Stop `loader`'s worker processes (and `iterator`'s, if another) and wait for them.
+
+    Workers that do not stop when asked (they ignore SIGTERM) are killed, so none outlives
+    this call. Safe to call more than once, and for loaders without workers.
+    """
+    iterators = [iterator, getattr(loader, "_iterator", None)]
+    if loader is not None:
+        loader._iterator = None
+    for each in iterators:
+        if each is None or not hasattr(each, "_shutdown_workers"):
+            continue
+        each._shutdown_workers()
+        for worker in getattr(each, "_workers", []):
+            if worker.is_alive():
+                worker.kill()
+                worker.join(_WORKER_JOIN_S)
+
+
+def _shut_down_all() -> None:
+    """Stop the workers of every loader still up; runs before multiprocessing's exit handler.
+
+    Registered again with each loader (`_watch`), so after torch's own exit flag and after
+    multiprocessing's handler (which `multiprocessing.util.get_logger` registers anew): exit
+    handlers run last registered first, so this one runs while torch can still stop workers.
+    """
+    for loader in list(_LOADERS):
+        shut_down(loader)
+
+
+def _watch(loader: DataLoader) -> None:
+    """Have `_shut_down_all` stop `loader`'s workers at exit, if nothing did before."""
+    _LOADERS.add(loader)
+    atexit.unregister(_shut_down_all)
+    atexit.register(_shut_down_all)
 
 
 def init_worker(worker_id: int) -> None:
@@ -123,7 +174,7 @@ def build_dataloader(
     generator = torch.Generator()
     generator.manual_seed(seed)
     num_workers = int(data_cfg.num_workers)
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=train and sampler is None,
@@ -135,6 +186,9 @@ def build_dataloader(
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
+    if num_workers > 0:
+        _watch(loader)
+    return loader
 
 
 def build_loaders(cfg: Config, rank: int = 0, world_size: int = 1) -> tuple[DataLoader, DataLoader]:
@@ -223,9 +277,13 @@ class InfiniteLoader:
         self.position = skip  # batches taken from the current epoch
         self._iterator = None
         if skip:
-            self._iterator = self._start_epoch()
-            for _ in range(skip):
-                next(self._iterator)
+            try:
+                self._iterator = self._start_epoch()
+                for _ in range(skip):
+                    next(self._iterator)
+            except BaseException:
+                self.close()
+                raise
 
     def _start_epoch(self):
         """A fresh iterator over epoch ``self.epoch``."""
@@ -252,6 +310,11 @@ class InfiniteLoader:
             batch = next(self._iterator)
         self.position += 1
         return batch
+
+    def close(self) -> None:
+        """Stop the loader's workers (`shut_down`); a later batch starts them anew."""
+        iterator, self._iterator = self._iterator, None
+        shut_down(self.loader, iterator)
 
     def last_batch_names(self) -> list[str] | None:
         """The image files of the batch returned last (see `batch_image_names`)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -14,9 +16,28 @@ MASK_EXTS = (".png", ".tif", ".tiff")
 TIFF_EXTS = (".tif", ".tiff")
 MASK_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L", "1")
 
+# tifffile logs what it finds wrong in a damaged file (e.g. "invalid page offset") before it
+# raises; without a handler Python prints that as a stray stderr line beside the DataError
+# that names the file. A handler of our own keeps it off the console (it still propagates).
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
+
 
 class DataError(ValueError):
-    """A dataset file or layout that segls cannot use; the message names the file."""
+    """A dataset file or layout that segls cannot use; the message names the file.
+
+    Raised in a DataLoader worker, it reaches the main process as torch re-creates it there:
+    ``DataError("Caught DataError in DataLoader worker process N.\nOriginal Traceback ...")``.
+    The message is then unwrapped to the original one line, so that a bad file reads the
+    same with ``data.num_workers`` 0 or more.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        name = type(self).__name__
+        if isinstance(message, str) and message.startswith(f"Caught {name} in DataLoader worker"):
+            raised = list(re.finditer(rf"^(?:[\w.]+\.)?{name}: ", message, re.MULTILINE))
+            if raised:
+                message = message[raised[-1].end() :].strip()
+        super().__init__(message, *args)
 
 
 def _require_file(path: Path) -> None:

@@ -6,25 +6,28 @@ the learning rate as a function of the iteration, `checkpoint` what a training c
 holds (save, restore, resume; reading files and weights for inference is
 `segls.models.checkpoint`), `resume` what a resumed run may change, `faults` non-finite
 steps and stop signals, `census` the classes the labels use, `logger` the run's records,
-`workdir` the rules of the directory they go to, `smoothing` trains a config at several ε
-and compares (tools/compare_smoothing.py).
+`workdir` the rules of the directory they go to, `lock` the lock a run holds on it,
+`smoothing` trains a config at several ε and compares (tools/compare_smoothing.py).
 """
 
-from segls.train.build import Run, build_objective, build_run
-from segls.train.checkpoint import CheckpointError, restore
-from segls.train.faults import NonFiniteError, TrainingInterrupted
-from segls.train.loop import train, train_one_iter
-from segls.train.workdir import WorkDirError
+from __future__ import annotations
 
-__all__ = [
-    "CheckpointError",
-    "NonFiniteError",
-    "Run",
-    "TrainingInterrupted",
-    "WorkDirError",
-    "build_objective",
-    "build_run",
-    "restore",
-    "train",
-    "train_one_iter",
-]
+from segls.lazy import lazy_exports
+
+# Loaded on first use, so that a command takes the work dir's lock (`segls.train.lock`) and
+# reports a busy work dir before torch is imported.
+_SOURCES = {
+    "CheckpointError": "checkpoint",
+    "NonFiniteError": "faults",
+    "Run": "build",
+    "TrainingInterrupted": "faults",
+    "WorkDirError": "workdir",
+    "build_objective": "build",
+    "build_run": "build",
+    "hold_work_dir": "lock",
+    "restore": "checkpoint",
+    "train": "loop",
+    "train_one_iter": "loop",
+}
+__all__ = sorted(_SOURCES)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SOURCES)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from segls import io, runtime
 from segls.config import Config, dump, validate
-from segls.data import InfiniteLoader, build_loaders, check_first_batch
+from segls.data import InfiniteLoader, build_loaders, check_first_batch, shut_down
 from segls.data import sample as sample_data
 from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
 from segls.models import InferenceSettings, build_model, settings_from_config
@@ -84,8 +84,14 @@ class Run:
         return self.model if self.ema is None else self.ema.module
 
     def close(self) -> None:
-        """Give back the signal handlers, close the records and leave the process group."""
+        """Give back the signal handlers, stop the loader workers, close the records, leave the group.
+
+        The workers are stopped on every path out of a run, an error included: they ignore
+        SIGTERM, and left up they would keep the process from exiting (`segls.data.shut_down`).
+        """
         self.stop.uninstall()
+        self.batches.close()
+        shut_down(self.val_loader)
         self.logger.close()
         distributed.cleanup(self.context)
 
@@ -109,6 +115,7 @@ def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
     amp_dtype = runtime.amp_dtype(cfg.runtime.amp, device)
     context = distributed.setup(device)
     logger = RunLogger(work_dir, start_iter, active=context.is_main, deferred=True)
+    train_loader = val_loader = None
     try:
         if context.is_main:
             sample_data.prepare_if_bundled(cfg.data.root, logger.info)
@@ -136,6 +143,8 @@ def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
             batches=InfiniteLoader(train_loader, cfg.runtime.seed, 0, context.rank),
         )  # fmt: skip
     except BaseException:
+        shut_down(train_loader)
+        shut_down(val_loader)
         logger.close()
         distributed.cleanup(context)
         raise

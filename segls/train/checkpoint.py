@@ -6,8 +6,9 @@ A training checkpoint is a dict of tensors and plain Python values (so it loads 
 ``config`` (the resolved config as a dict), ``format`` (this layout's version),
 ``eval_pending`` (written before the evaluation due at ``iter``: whether one was due) and,
 when ``optimizer.ema_decay`` is set, ``ema`` (the averaged model's state: the weights
-evaluated). `save` writes one from a `segls.train.Run` and `restore` puts all of it back
-into one. Format 1 also held the learning-rate scheduler's state, which the iteration now
+evaluated); one written by `save` also holds ``world_size`` (the number of processes, which
+`segls.train.resume` compares). `save` writes one from a `segls.train.Run` and `restore`
+puts all of it back into one. Format 1 also held the learning-rate scheduler's state, which the iteration now
 replaces; it is still read (and that entry ignored).
 
 Every file is written with a CRC-32 of its bytes and read by `segls.models.checkpoint.load`
@@ -174,6 +175,7 @@ def save(run: Run, iteration: int, paths: Iterable[Path], eval_pending: bool = F
         run.model, run.optimizer, run.scaler, iteration, run.best_miou, to_dict(run.cfg),
         run.ema, eval_pending,
     )  # fmt: skip
+    state["world_size"] = run.context.world_size  # what resume compares the total batch with
     for path in paths:
         try:
             io.write_torch(path, state)

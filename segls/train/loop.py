@@ -46,7 +46,7 @@ from segls.train.logger import TrainWindow
 from segls.train.optim import learning_rate, set_lr, update_ema
 from segls.train.resume import check_resume_config
 from segls.train.validation import Validation
-from segls.train.workdir import check_work_dir, clear_records
+from segls.train.workdir import check_work_dir, clear_records, drop_unsaved_records
 
 __all__ = ["StepResult", "train", "train_one_iter"]
 
@@ -90,6 +90,8 @@ def train(
     except BaseException as error:
         with contextlib.suppress(OSError):  # a train.log on the full disk that ended the run
             run.logger.record(_ending(error))
+            if state is None and run.context.is_main and (note := drop_unsaved_records(work_dir)):
+                run.logger.record(note)  # a fresh run that never saved: nothing blocks a rerun
         raise
     finally:
         run.close()
