@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segls.losses import LabelSmoothSoftmaxCE, _upsample, _upsample_torch, label_smooth_softmax_ce
+from segls.losses import (
+    LabelSmoothSoftmaxCE,
+    _interpolation,
+    _upsample_torch,
+    label_smooth_softmax_ce,
+)
 
 IGNORE = 255
 GRAD_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -171,7 +176,7 @@ def interpolation_matrix(in_size, out_size, align_corners, dtype):
 
 
 def taps_matrix(in_size, out_size, align_corners, dtype):
-    index0, index1, weight0, weight1 = _upsample.linear_taps(
+    index0, index1, weight0, weight1 = _interpolation.linear_taps(
         in_size, out_size, align_corners, dtype, torch.device("cpu")
     )
     matrix = torch.zeros(in_size, out_size, dtype=dtype)
@@ -188,7 +193,9 @@ TAP_SIZES = [(1, 5), (2, 7), (3, 10), (4, 13), (5, 5), (7, 29), (64, 512), (100,
 def test_taps_are_pytorchs_interpolation_weights(align_corners, in_size, out_size):
     expected = interpolation_matrix(in_size, out_size, align_corners, torch.float32)
     assert torch.equal(taps_matrix(in_size, out_size, align_corners, torch.float32), expected)
-    index, weight = _upsample.support_taps(in_size, out_size, align_corners, torch.device("cpu"))
+    index, weight = _interpolation.support_taps(
+        in_size, out_size, align_corners, torch.device("cpu")
+    )
     assert torch.equal(torch.zeros(in_size, out_size).scatter_add_(1, index, weight), expected)
     expected = interpolation_matrix(in_size, out_size, align_corners, torch.float64)
     assert torch.equal(taps_matrix(in_size, out_size, align_corners, torch.float64), expected)
