@@ -48,7 +48,6 @@ _MINIMUM = {
     "data.val_batch_size": 1,
     "data.repeat": 1,
     "data.num_workers": 0,
-    "loss.lovasz_weight": 0,
     "optimizer.weight_decay": 0,
     "schedule.max_iters": 1,
     "schedule.power": 0,
@@ -74,6 +73,7 @@ _LOSS_KEYS = {  # the config key of each loss option (segls.losses.LossOptions)
     "lb_pos": "loss.lb_pos",
     "lb_neg": "loss.lb_neg",
     "weight": "loss.class_weight",
+    "lovasz_weight": "loss.lovasz_weight",
 }
 _NON_EMPTY = ("data.root", "data.train_split", "data.val_split", "model.arch", "model.encoder")
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")
@@ -153,7 +153,12 @@ def _loss_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     """
     loss = cfg.loss
     problems = settings_problems(
-        loss.lb_smooth, loss.lb_pos, loss.lb_neg, loss.class_weight, cfg.data.num_classes
+        loss.lb_smooth,
+        loss.lb_pos,
+        loss.lb_neg,
+        loss.class_weight,
+        cfg.data.num_classes,
+        loss.lovasz_weight,
     )
     for problem in problems:
         key = _LOSS_KEYS[problem.option]

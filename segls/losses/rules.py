@@ -94,15 +94,25 @@ def weight_problem(values: Sequence[float], num_classes: int | None) -> LossOpti
     return None
 
 
+def lovasz_weight_problem(lovasz_weight: float) -> LossOptionError | None:
+    """The error for a Lovász term's weight that is not >= 0 (0 leaves the term out), or None."""
+    if lovasz_weight >= 0:
+        return None
+    return LossOptionError(
+        f"the Lovász weight must be >= 0; got {lovasz_weight}", "lovasz_weight", "use 0 or more"
+    )
+
+
 def settings_problems(
     lb_smooth: float,
     lb_pos: float | None,
     lb_neg: float | None,
     weight: Sequence[float] | None = None,
     num_classes: int | None = None,
+    lovasz_weight: float = 0.0,
 ) -> list[LossOptionError]:
-    """Every rule that settings in the form of `LossOptions.from_settings` break (no torch)."""
-    problems = [smoothing_problem(lb_smooth)]
+    """Every rule that the settings of `LossOptions.from_settings` and the Lovász term break."""
+    problems = [smoothing_problem(lb_smooth), lovasz_weight_problem(lovasz_weight)]
     if lb_pos is not None or lb_neg is not None:
         problems.append(pair_problem(lb_pos, lb_neg))
     if weight is not None:
