@@ -26,7 +26,7 @@ import triton.language as tl
 
 from segls.losses._composite import differentiable_grad, is_batched
 from segls.losses._interpolation import linear_taps, remember_inputs, support_taps
-from segls.losses._triton import (
+from segls.losses._triton_launch import (
     block_meta,
     class_blocks,
     kernel_weight,

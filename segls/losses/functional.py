@@ -64,6 +64,9 @@ def label_smooth_softmax_ce(
     align_corners=align_corners)`` without forming it: full-resolution logits exist one band
     of rows at a time (torch) or one pixel block at a time (Triton). Under forward AD, a
     torch.func transform or torch.compile it is that composite, interpolation included.
+
+    The options are checked here, each call (a bad one raises a ValueError naming it); the
+    module `LabelSmoothSoftmaxCE` checks them once, at construction, as one `LossOptions`.
     """
     options = LossOptions(lb_smooth, lb_pos, lb_neg, weight, ignore_index, reduction, check_labels)
     return loss_with_options(
