@@ -24,16 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
+from segls.losses import _triton_launch as shared
 from segls.losses._composite import differentiable_grad, is_batched
 from segls.losses._interpolation import linear_taps, remember_inputs, support_taps
-from segls.losses._triton_launch import (
-    block_meta,
-    class_blocks,
-    kernel_weight,
-    launch,
-    loss_arguments,
-    reduce_partials,
-)
 from segls.losses.options import LossOptions
 
 MAX_BLOCK_C = 256  # classes held in registers per pixel; more take two reads (forward)
@@ -332,7 +325,7 @@ def forward_arguments(logits, labels, options: LossOptions, align_corners, need_
     out_height, out_width = labels.shape[1:]
     rows = _tables(in_height, out_height, align_corners, logits.device)
     cols = _tables(in_width, out_width, align_corners, logits.device)
-    single_pass, block_c = class_blocks(logits, MAX_BLOCK_C)
+    single_pass, block_c = shared.class_blocks(logits, MAX_BLOCK_C)
     block_p = min(max(TILE // block_c, 1), max(16, triton.next_power_of_2(out_width)))
     num_col_blocks = triton.cdiv(out_width, block_p)
     num_programs = batch * out_height * num_col_blocks
@@ -342,14 +335,14 @@ def forward_arguments(logits, labels, options: LossOptions, align_corners, need_
     loss_map = None
     if options.reduction == "none":
         loss_map = torch.empty(pixels, dtype=torch.float32, device=logits.device)
-    arguments = loss_arguments(logits, labels, options) | _tap_arguments(rows, cols)
+    arguments = shared.loss_arguments(logits, labels, options) | _tap_arguments(rows, cols)
     arguments |= dict(
         lse_ptr=partials if lse is None else lse, partials_ptr=partials,
         loss_ptr=partials if loss_map is None else loss_map,
         out_height=out_height, out_width=out_width, num_col_blocks=num_col_blocks,
     )  # fmt: skip
     arguments |= _strides("x", logits, "nchw") | _strides("y", labels, "nhw")
-    meta = block_meta(block_p, block_c, single_pass, options)
+    meta = shared.block_meta(block_p, block_c, single_pass, options)
     meta |= dict(WRITE_LSE=lse is not None, WRITE_LOSS=loss_map is not None, num_warps=NUM_WARPS)
     return (partials, lse, loss_map), arguments, meta
 
@@ -359,8 +352,8 @@ def forward(logits, labels, options: LossOptions, align_corners, need_lse):
     (partials, lse, loss_map), arguments, meta = forward_arguments(
         logits, labels, options, align_corners, need_lse
     )
-    launch(_upsample_ce_forward_kernel, partials.shape[1], logits.device, arguments, meta)
-    loss, scale = reduce_partials(partials, options, labels, logits.shape[1])
+    shared.launch(_upsample_ce_forward_kernel, partials.shape[1], logits.device, arguments, meta)
+    loss, scale = shared.reduce_partials(partials, options, labels, logits.shape[1])
     return (loss_map if loss is None else loss), lse, scale
 
 
@@ -376,7 +369,7 @@ def gradient_arguments(logits, labels, lse, factor, options: LossOptions, align_
     num_col_blocks = triton.cdiv(in_width, GRAD_BLOCK_P)
     num_class_blocks = triton.cdiv(num_classes, block_c)
     num_programs = batch * in_height * num_col_blocks * num_class_blocks
-    arguments = loss_arguments(logits, labels, options) | _tap_arguments(rows, cols)
+    arguments = shared.loss_arguments(logits, labels, options) | _tap_arguments(rows, cols)
     arguments |= dict(
         lse_ptr=lse, factor_ptr=factor, grad_ptr=grad, col_span_ptr=spans,
         row_support_ptr=rows[2], row_support_weight_ptr=rows[3], row_support=rows[2].shape[1],
@@ -397,7 +390,7 @@ def gradient(logits, labels, lse, factor, options: LossOptions, align_corners) -
     grad, num_programs, arguments, meta = gradient_arguments(
         logits, labels, lse, factor, options, align_corners
     )
-    launch(_upsample_ce_grad_kernel, num_programs, logits.device, arguments, meta)
+    shared.launch(_upsample_ce_grad_kernel, num_programs, logits.device, arguments, meta)
     return grad
 
 
@@ -407,7 +400,7 @@ class TritonUpsampleCEFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, options, align_corners):
-        options = kernel_weight(options, logits.device)
+        options = shared.kernel_weight(options, logits.device)
         with torch.autocast(logits.device.type, enabled=False):
             loss, lse, scale = forward(
                 logits, labels, options, align_corners, ctx.needs_input_grad[0]

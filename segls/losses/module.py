@@ -62,7 +62,13 @@ class LabelSmoothSoftmaxCE(nn.Module):
         return loss_with_options(logits, labels, self.options, self.compute)
 
     lb_smooth = _read_only("options", "lb_smooth")  # None when lb_pos/lb_neg are given
+    lb_pos = _read_only("options", "lb_pos")  # None when lb_smooth is
+    lb_neg = _read_only("options", "lb_neg")
+    ignore_index = _read_only("options", "ignore_index")
+    reduction = _read_only("options", "reduction")
     check_labels = _read_only("options", "check_labels")
+    backend = _read_only("compute", "backend")
+    inplace = _read_only("compute", "inplace")
     upsample = _read_only("compute", "upsample")
     align_corners = _read_only("compute", "align_corners")
 

@@ -79,13 +79,17 @@ class LossOptions:
 
     @classmethod
     def from_settings(
-        cls, lb_smooth: float, lb_pos: float | None = None, lb_neg: float | None = None, **rest: Any
+        cls,
+        lb_smooth: float | None,
+        lb_pos: float | None = None,
+        lb_neg: float | None = None,
+        **rest: Any,
     ) -> LossOptions:
         """Options from settings whose ε always has a value (a config's default).
 
         An explicit lb_pos/lb_neg pair replaces ε; ε is checked either way.
         """
-        problem = smoothing_problem(float(lb_smooth))
+        problem = smoothing_problem(lb_smooth)
         if problem is not None:
             raise problem
         if lb_pos is not None or lb_neg is not None:

@@ -41,9 +41,9 @@ class _Names(dict):
         return self.name(option)
 
 
-def smoothing_problem(lb_smooth: float) -> LossOptionError | None:
-    """The error for an ε outside [0, 1), or None."""
-    if 0.0 <= lb_smooth < 1.0:
+def smoothing_problem(lb_smooth: float | None) -> LossOptionError | None:
+    """The error for an ε outside [0, 1), or None (also for ε = None: the default)."""
+    if lb_smooth is None or 0.0 <= lb_smooth < 1.0:
         return None
     return LossOptionError(
         f"lb_smooth must be in [0, 1); got {lb_smooth}",
@@ -104,7 +104,7 @@ def lovasz_weight_problem(lovasz_weight: float) -> LossOptionError | None:
 
 
 def settings_problems(
-    lb_smooth: float,
+    lb_smooth: float | None,
     lb_pos: float | None,
     lb_neg: float | None,
     weight: Sequence[float] | None = None,
