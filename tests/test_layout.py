@@ -308,3 +308,39 @@ def test_lazy_packages_export_every_name_they_list_and_agree_with_their_names_mo
     assert tuple(LAYOUTS) == LAYOUT_NAMES
     assert tuple(AMP_DTYPES) == AMP_MODES
     assert list(AMP_DTYPES.values()) == [None, torch.float16, torch.bfloat16]
+
+
+def _losses_module_imports() -> dict[str, set[str]]:
+    """Each module of segls.losses -> the losses modules it imports, inside functions too."""
+    modules = {_module(path): path for path in sorted((REPO_ROOT / "segls/losses").glob("*.py"))}
+    imports = {}
+    for module, path in modules.items():
+        found = set()
+        for name in imports_that_run(path):
+            while name and name not in modules:  # "segls.losses._triton.check_device"
+                name = name.rpartition(".")[0]
+            if name and name not in (module, "segls.losses"):
+                found.add(name)
+        imports[module] = found
+    return imports
+
+
+def test_no_losses_module_imports_one_that_imports_it_back():
+    imports = _losses_module_imports()
+    assert "segls.losses._upsample_triton" in imports["segls.losses._upsample"]  # the scan sees it
+    reached = {}
+    for module in imports:  # every module a module reaches, through any chain of imports
+        seen, todo = set(), list(imports[module])
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo += imports[name]
+        reached[module] = seen
+    circles = sorted(
+        f"{module} -> {other}"
+        for module in imports
+        for other in reached[module]
+        if module in reached[other]
+    )
+    assert circles == []

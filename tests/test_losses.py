@@ -1,8 +1,10 @@
 """The loss against independent references: hand-worked values and PyTorch's cross_entropy."""
 
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -282,4 +284,22 @@ def test_import_pulls_in_torch_alone():
         "assert not loaded and not others, (loaded, others)\n"
     )
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_options_and_their_rules_import_without_torch():
+    code = (
+        "import sys\n"
+        "from segls.losses.options import LossOptions\n"
+        "from segls.losses.rules import settings_problems\n"
+        "options = LossOptions(0.2, ignore_index=-1)\n"
+        "assert options.targets(4) == (1.0 - 0.2 + 0.05, 0.05), options.targets(4)\n"
+        "assert settings_problems(1.5, None, None)[0].option == 'lb_smooth'\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's segls, not an installed one
+    environment = {**os.environ, "PYTHONPATH": root}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, cwd=root
+    )
     assert result.returncode == 0, result.stdout + result.stderr

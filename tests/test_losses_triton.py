@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from triton_helpers import assert_kernel_tests_pass, child_test_files
 
 from benchmarks.reference import GRAD_TOL, IGNORE, VALUE_TOL, dense_loss
-from segls.losses import LabelSmoothSoftmaxCE, label_smooth_softmax_ce
+from segls.losses import LabelSmoothSoftmaxCE, LossOptions, label_smooth_softmax_ce
 
 pytest.importorskip("triton")  # an optional extra; without it 'auto' never picks the kernel
 
+TARGETS = LossOptions(lb_pos=0.9, lb_neg=0.01, ignore_index=IGNORE)
 REPO = Path(__file__).resolve().parents[1]
 in_child = pytest.mark.triton_child  # deselected outside the child (tests/conftest.py)
 in_parent = pytest.mark.triton_parent
@@ -180,7 +181,7 @@ def test_looped_path_with_a_small_forced_block(monkeypatch, layout):
     monkeypatch.setattr(_triton, "MAX_BLOCK_C", 4)  # C = 10 -> class chunks of 4, 4, 2
     logits = make_logits((2, 10, 3, 5), layout=layout)
     labels = make_labels((2, 3, 5), 10)
-    _, _, meta = _triton.kernel_arguments(logits, labels, None, 0.9, 0.01, IGNORE, None, None)
+    _, _, meta = _triton.kernel_arguments(logits, labels, TARGETS, None, None)
     assert not meta["SINGLE_PASS"] and meta["BLOCK_C"] == 4
     check(logits, labels, 0.9, 0.01, torch.rand(10) + 0.1)
     check(logits, labels, 0.8, 0.0, None, "none")
@@ -193,7 +194,7 @@ def test_sixty_four_bit_index_math(monkeypatch):
     monkeypatch.setattr(_triton, "INDEX64_FROM", 0)
     for shape_name, layout in [("nchw", "crop"), ("wide", "channels_last")]:
         logits, labels = one_of_each(shape_name, layout, torch.float32)
-        _, _, meta = _triton.kernel_arguments(logits, labels, None, 0.9, 0.01, IGNORE, None, None)
+        _, _, meta = _triton.kernel_arguments(logits, labels, TARGETS, None, None)
         assert meta["INDEX64"]
         check(logits, labels, 0.9, 0.01)
 
@@ -401,6 +402,15 @@ def test_cpu_tensors_need_cuda_without_the_interpreter():
     assert "TRITON_INTERPRET=1" in result.stdout
 
 
+def in_kernel_order(kernel, args: dict, meta: dict) -> tuple:
+    """(kernel, args, meta) with the arguments by name put in the kernel's parameter order."""
+    ordered_meta = {name: meta[name] for name in kernel.arg_names if name in meta}
+    ordered_meta["num_warps"] = meta["num_warps"]
+    positional = [args[name] for name in kernel.arg_names if name in args]
+    assert len(positional) + len(ordered_meta) == len(kernel.arg_names) + 1
+    return kernel, positional, ordered_meta
+
+
 @in_parent
 def test_merge_pixel_dims():
     from segls.losses._triton import _pixel_dims
@@ -435,10 +445,11 @@ def test_kernel_compiles_for_sm90(monkeypatch, shape, dtype, layout, weighted, r
     labels = make_labels((shape[0], *shape[2:]), shape[1])
     weight = torch.ones(shape[1]) if weighted else None
     loss_map = torch.empty(labels.shape) if reduction == "none" else None
+    options = LossOptions(lb_pos=0.9, lb_neg=0.01, weight=weight, ignore_index=IGNORE)
     _, args, meta = _triton.kernel_arguments(
-        logits, labels, weight, 0.9, 0.01, IGNORE, torch.empty_like(logits), loss_map
+        logits, labels, options, torch.empty_like(logits), loss_map
     )
-    compiled = compile_for_sm90(_triton._label_smooth_ce_kernel, args, meta)
+    compiled = compile_for_sm90(*in_kernel_order(_triton._label_smooth_ce_kernel, args, meta))
     assert compiled.asm["cubin"]
     assert "ld.global" in compiled.asm["ptx"] and "st.global" in compiled.asm["ptx"]
 

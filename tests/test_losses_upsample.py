@@ -14,7 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.reference import GRAD_TOL, IGNORE, dense_loss
-from segls.losses import LabelSmoothSoftmaxCE, _upsample, _upsample_torch, label_smooth_softmax_ce
+from segls.losses import (
+    LabelSmoothSoftmaxCE,
+    _interpolation,
+    _upsample_torch,
+    label_smooth_softmax_ce,
+)
 
 
 def interpolate(x, size, align_corners):
@@ -156,7 +161,7 @@ def interpolation_matrix(in_size, out_size, align_corners, dtype):
 
 
 def taps_matrix(in_size, out_size, align_corners, dtype):
-    index0, index1, weight0, weight1 = _upsample.linear_taps(
+    index0, index1, weight0, weight1 = _interpolation.linear_taps(
         in_size, out_size, align_corners, dtype, torch.device("cpu")
     )
     matrix = torch.zeros(in_size, out_size, dtype=dtype)
@@ -173,7 +178,9 @@ TAP_SIZES = [(1, 5), (2, 7), (3, 10), (4, 13), (5, 5), (7, 29), (64, 512), (100,
 def test_taps_are_pytorchs_interpolation_weights(align_corners, in_size, out_size):
     expected = interpolation_matrix(in_size, out_size, align_corners, torch.float32)
     assert torch.equal(taps_matrix(in_size, out_size, align_corners, torch.float32), expected)
-    index, weight = _upsample.support_taps(in_size, out_size, align_corners, torch.device("cpu"))
+    index, weight = _interpolation.support_taps(
+        in_size, out_size, align_corners, torch.device("cpu")
+    )
     assert torch.equal(torch.zeros(in_size, out_size).scatter_add_(1, index, weight), expected)
     expected = interpolation_matrix(in_size, out_size, align_corners, torch.float64)
     assert torch.equal(taps_matrix(in_size, out_size, align_corners, torch.float64), expected)

@@ -10,10 +10,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_losses_triton import in_kernel_order
 from test_losses_upsample import composite, make_case
 
 from benchmarks.reference import GRAD_TOL, IGNORE, VALUE_TOL, dense_loss
-from segls.losses import label_smooth_softmax_ce
+from segls.losses import LossOptions, label_smooth_softmax_ce
 
 pytest.importorskip("triton")
 
@@ -172,10 +173,10 @@ def test_kernels_compile_for_sm90(num_classes, dtype, layout, weighted, reductio
     from segls.losses import _upsample_triton
 
     logits, labels = make_case((2, num_classes, 16, 32), (64, 128), dtype=dtype)
-    options = {
-        "lb_pos": 0.9, "lb_neg": 0.01, "weight": torch.ones(num_classes) if weighted else None,
-        "ignore_index": IGNORE, "reduction": reduction, "check_labels": True,
-    }  # fmt: skip
+    weight = torch.ones(num_classes) if weighted else None
+    options = LossOptions(
+        lb_pos=0.9, lb_neg=0.01, weight=weight, ignore_index=IGNORE, reduction=reduction
+    )
     logits = logits.contiguous(memory_format=layout)
     (_, lse, _), args, meta = _upsample_triton.forward_arguments(
         logits, labels, options, False, True
@@ -187,6 +188,6 @@ def test_kernels_compile_for_sm90(num_classes, dtype, layout, weighted, reductio
     )
     kernels.append((_upsample_triton._upsample_ce_grad_kernel, args, meta))
     for kernel, args, meta in kernels:
-        compiled = compile_for_sm90(kernel, args, meta)
+        compiled = compile_for_sm90(*in_kernel_order(kernel, args, meta))
         assert compiled.asm["cubin"]
         assert "ld.global" in compiled.asm["ptx"] and "st.global" in compiled.asm["ptx"]

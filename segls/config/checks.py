@@ -17,6 +17,7 @@ from segls.config.convert import show
 from segls.config.schema import OPTIMIZER_TYPES, Config
 from segls.data.names import CITYSCAPES_LABELS, LAYOUT_NAMES, SCALINGS
 from segls.losses.names import BACKENDS
+from segls.losses.rules import settings_problems
 from segls.models.names import (
     LOSS_UPSAMPLE,
     MODES,
@@ -47,7 +48,6 @@ _MINIMUM = {
     "data.val_batch_size": 1,
     "data.repeat": 1,
     "data.num_workers": 0,
-    "loss.lovasz_weight": 0,
     "optimizer.weight_decay": 0,
     "schedule.max_iters": 1,
     "schedule.power": 0,
@@ -68,6 +68,13 @@ _IN_UNIT_INTERVAL = (
     "loss.lb_neg",
     "schedule.warmup_ratio",
 )
+_LOSS_KEYS = {  # the config key of each loss option (segls.losses.LossOptions)
+    "lb_smooth": "loss.lb_smooth",
+    "lb_pos": "loss.lb_pos",
+    "lb_neg": "loss.lb_neg",
+    "weight": "loss.class_weight",
+    "lovasz_weight": "loss.lovasz_weight",
+}
 _NON_EMPTY = ("data.root", "data.train_split", "data.val_split", "model.arch", "model.encoder")
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")
 
@@ -88,7 +95,7 @@ def _in_unit(value: float | None, *, upper_open: bool = False) -> bool:
 
 def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     """(key, ok, what to do) for checks beyond the tables: lengths, ranges, relations between keys."""
-    data, loss, opt, sched = cfg.data, cfg.loss, cfg.optimizer, cfg.schedule
+    data, opt, sched = cfg.data, cfg.optimizer, cfg.schedule
     folder_ok = "/" not in cfg.name and "\\" not in cfg.name and cfg.name not in (".", "..")
     yield "name", folder_ok, 'use a folder name without / (or \\), or "" for the file\'s stem'
     classes, channels = data.num_classes, data.in_channels
@@ -116,17 +123,7 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "model.encoder_weights", weights_ok, "use null, imagenet or a file path"
     for name, instead in RESERVED_KWARGS.items():
         yield f"model.kwargs.{name}", name not in cfg.model.kwargs, f"remove it: {instead}"
-    smooth_ok = _in_unit(loss.lb_smooth, upper_open=True)
-    yield "loss.lb_smooth", smooth_ok, "use a value in [0, 1); 0 turns smoothing off"
-    lb_pos, lb_neg = loss.lb_pos, loss.lb_neg
-    single = "loss.lb_pos" if lb_neg is None else "loss.lb_neg"
-    yield single, (lb_pos is None) == (lb_neg is None), "set lb_pos and lb_neg together, or neither"
-    ordered = lb_pos is None or lb_neg is None or lb_pos >= lb_neg
-    yield "loss.lb_pos", ordered, f"the true-class target must be >= loss.lb_neg = {lb_neg}"
-    weights = loss.class_weight or []
-    yield "loss.class_weight", len(weights) in (0, classes), f"give {per_class}, or null"
-    finite = all(0 <= weight < float("inf") for weight in weights)
-    yield "loss.class_weight", finite, "weights must be finite and >= 0"
+    yield from _loss_checks(cfg)
     yield from _fused_upsampling_checks(cfg)
     yield "optimizer.lr", opt.lr > 0, "the learning rate must be > 0"
     yield "optimizer.momentum", _in_unit(opt.momentum, upper_open=True), "use a value in [0, 1)"
@@ -147,6 +144,26 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "runtime.device", device_ok, "use auto, cpu, cuda or cuda:N"
     yield "runtime.seed", 0 <= cfg.runtime.seed < 2**32, "use a value in [0, 2**32)"
     yield from _eval_checks(cfg)
+
+
+def _loss_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
+    """(key, ok, what to do) for the loss's settings, by the loss's own rules (no torch).
+
+    A target outside [0, 1] is left to the unit-interval check, which says so already.
+    """
+    loss = cfg.loss
+    problems = settings_problems(
+        loss.lb_smooth,
+        loss.lb_pos,
+        loss.lb_neg,
+        loss.class_weight,
+        cfg.data.num_classes,
+        loss.lovasz_weight,
+    )
+    for problem in problems:
+        key = _LOSS_KEYS[problem.option]
+        if key not in _IN_UNIT_INTERVAL or _in_unit(lookup(cfg, key)):
+            yield key, False, problem.advice(_LOSS_KEYS.__getitem__)
 
 
 def _fused_upsampling_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:

@@ -1,16 +1,19 @@
 """Label-smoothing softmax cross-entropy for dense prediction (and a Lovász-softmax term to add
 to it); depends on torch alone.
 
-The public names load on first use (PEP 562), so that `segls.losses.names`, which the config
-imports, comes without torch.
+The public names load on first use (PEP 562), so that `segls.losses.names` and
+`segls.losses.rules`, which the config imports, and `LossOptions` come without torch.
 """
 
 import importlib
 
 _SOURCES = {
     "LabelSmoothSoftmaxCE": "module",
+    "LossOptionError": "rules",
+    "LossOptions": "options",
     "LovaszSoftmax": "lovasz",
     "PlusLovasz": "lovasz",
+    "build_criterion": "module",
     "label_smooth_softmax_ce": "functional",
     "lovasz_softmax": "lovasz",
 }

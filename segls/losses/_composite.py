@@ -17,30 +17,26 @@ import torch
 from torch.autograd import forward_ad
 
 from segls.losses.checks import class_index
+from segls.losses.options import LossOptions
 
 
 def composite_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    lb_pos: float,
-    lb_neg: float,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    check_labels: bool = True,
+    logits: torch.Tensor, labels: torch.Tensor, options: LossOptions
 ) -> torch.Tensor:
     """The fused backends' loss (same reduction, dtype and rules) as differentiable torch ops."""
     num_classes = logits.shape[1]
+    lb_pos, lb_neg = options.targets(num_classes)
+    ignore_index, reduction = options.ignore_index, options.reduction
     compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     class_shape = (1, num_classes) + (1,) * (logits.dim() - 2)
-    if check_labels:  # on the plain labels: vmap's batched tensors cannot be read on the host
+    if options.check_labels:  # on the plain labels: vmap's batched tensors cannot be read
         class_index(_unwrapped(labels), num_classes, ignore_index, check_labels=True)
     index, ignored = class_index(labels, num_classes, ignore_index, check_labels=False)
     valid = ignored.logical_not()
-    if weight is None:
+    if options.weight is None:
         class_weight = torch.ones(num_classes, dtype=compute_dtype, device=logits.device)
     else:
-        class_weight = weight.to(compute_dtype)
+        class_weight = options.weight.to(compute_dtype)
     weight_y = class_weight[index] * valid
     log_p = torch.log_softmax(logits.to(compute_dtype), 1)
     loss_map = -(lb_pos - lb_neg) * weight_y * log_p.gather(1, index.unsqueeze(1)).squeeze(1)
@@ -73,16 +69,15 @@ def is_batched(tensor: torch.Tensor) -> bool:
     )
 
 
-def remember_logits(ctx, logits: torch.Tensor | None, loss_args: tuple) -> None:
-    """Keep a weak reference to the logits (never their memory) and the loss's other arguments.
+def remember_logits(ctx, logits: torch.Tensor | None, options: LossOptions) -> None:
+    """Keep a weak reference to the logits (never their memory) and the loss's options.
 
-    ``loss_args`` is (lb_pos, lb_neg, weight, ignore_index, reduction); ``logits=None`` says that
-    they are gone after the forward (overwritten in place).
+    ``logits=None`` says that they are gone after the forward (overwritten in place).
     """
     keep = logits is not None and not torch.compiler.is_compiling()
     ctx.logits_ref = weakref.ref(logits) if keep else None
     ctx.logits_version = None if logits is None else logits._version
-    ctx.loss_args = loss_args
+    ctx.loss_options = options.variant(check_labels=False)  # checked by the forward
 
 
 def differentiable_grad(
@@ -90,8 +85,8 @@ def differentiable_grad(
 ) -> torch.Tensor:
     """The gradient w.r.t. the logits through ``loss_fn``, for autograd to differentiate.
 
-    ``loss_fn`` takes composite_loss's arguments; a variant that resamples the logits first
-    passes one that does so before calling composite_loss.
+    ``loss_fn(logits, labels, options)`` is composite_loss, or for a variant that resamples
+    the logits first, one that does so before calling it.
     """
     logits = None if ctx.logits_ref is None else ctx.logits_ref()
     if logits is None:
@@ -107,7 +102,7 @@ def differentiable_grad(
             "differentiable backward (create_graph=True) cannot recompute the loss from them"
         )
     with torch.enable_grad(), torch.autocast(logits.device.type, enabled=False):
-        loss = loss_fn(logits, labels, *ctx.loss_args, check_labels=False)
+        loss = loss_fn(logits, labels, ctx.loss_options)
     (grad,) = torch.autograd.grad(loss, logits, grad_output, create_graph=True)
     return grad
 

@@ -21,6 +21,7 @@ import torch
 
 from segls.losses._composite import differentiable_grad, is_batched, remember_logits
 from segls.losses.checks import class_index
+from segls.losses.options import LossOptions
 
 
 def _keep_graph() -> bool:
@@ -32,24 +33,18 @@ def _keep_graph() -> bool:
 
 
 def forward_with_grad(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    lb_pos: float,
-    lb_neg: float,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    need_grad: bool,
-    check_labels: bool = True,
+    logits: torch.Tensor, labels: torch.Tensor, options: LossOptions, need_grad: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Loss (float32, or float64 for float64 logits) and, if asked, its gradient in logits' dtype."""
     num_classes = logits.shape[1]
+    lb_pos, lb_neg = options.targets(num_classes)
+    reduction = options.reduction
     compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     labels = labels.unsqueeze(1)
-    index, ignored = class_index(labels, num_classes, ignore_index, check_labels)
+    index, ignored = class_index(labels, num_classes, options.ignore_index, options.check_labels)
     max_logit = logits.amax(1, keepdim=True).to(compute_dtype)
     loss_map = logits.gather(1, index).to(compute_dtype).sub_(max_logit)  # s_y
-    targets = Targets(ignored, weight, index, lb_pos, lb_neg, reduction, compute_dtype)
+    targets = Targets(ignored, options.weight, index, lb_pos, lb_neg, reduction, compute_dtype)
     del index
     if targets.weight_y is not None:
         loss_map.mul_(targets.weight_y)
@@ -201,23 +196,13 @@ class LabelSmoothCEFunction(torch.autograd.Function):
     """Autograd wrapper: saves the forward-computed gradient, the labels and a weak logits ref."""
 
     @staticmethod
-    def forward(ctx, logits, labels, lb_pos, lb_neg, weight, ignore_index, reduction, check_labels):
+    def forward(ctx, logits, labels, options):
         with torch.autocast(logits.device.type, enabled=False):
-            loss, grad = forward_with_grad(
-                logits,
-                labels,
-                lb_pos,
-                lb_neg,
-                weight,
-                ignore_index,
-                reduction,
-                need_grad=ctx.needs_input_grad[0],
-                check_labels=check_labels,
-            )
-        ctx.reduction = reduction
+            loss, grad = forward_with_grad(logits, labels, options, ctx.needs_input_grad[0])
+        ctx.reduction = options.reduction
         if grad is not None:
             ctx.save_for_backward(grad, labels)
-            remember_logits(ctx, logits, (lb_pos, lb_neg, weight, ignore_index, reduction))
+            remember_logits(ctx, logits, options)
         return loss
 
     @staticmethod
@@ -229,7 +214,7 @@ class LabelSmoothCEFunction(torch.autograd.Function):
             grad = scale_saved_grad(grad, grad_output.unsqueeze(1))
         else:
             grad = scale_saved_grad(grad, None if is_one(grad_output) else grad_output)
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None
 
 
 def is_one(grad_output: torch.Tensor) -> bool:

@@ -21,15 +21,21 @@ tensors through Triton's interpreter (for tests).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 import triton
 import triton.language as tl
 
 from segls.losses._composite import differentiable_grad, remember_logits
 from segls.losses._torch import scale_saved_grad
-from segls.losses.checks import raise_bad_labels
+from segls.losses._triton_launch import (
+    block_meta,
+    class_blocks,
+    kernel_weight,
+    launch,
+    loss_arguments,
+    reduce_partials,
+)
+from segls.losses.options import LossOptions
 
 INTERPRETED = bool(triton.knobs.runtime.interpret)
 MAX_BLOCK_C = 256  # most classes held in registers per pixel; more use the looped path
@@ -209,70 +215,51 @@ def _pixel_dims(logits, labels, grad, loss_map) -> list[tuple[int, list[int]]]:
 def kernel_arguments(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    weight: torch.Tensor | None,
-    lb_pos: float,
-    lb_neg: float,
-    ignore_index: int,
+    options: LossOptions,
     grad: torch.Tensor | None,
     loss_map: torch.Tensor | None,
-) -> tuple[torch.Tensor, list, dict]:
+) -> tuple[torch.Tensor, dict, dict]:
     """Partials buffer (3, programs): loss, valid weight, bad labels; kernel args and meta."""
-    num_classes = logits.shape[1]
     dims = _pixel_dims(logits, labels, grad, loss_map)
     dims = [(1, [0, 0, 0, 0])] * (MAX_PIXEL_DIMS - len(dims)) + dims
     (size0, s0), (size1, s1), (size2, s2), (size3, s3) = dims
-    single_pass = num_classes <= MAX_BLOCK_C
-    if single_pass:
-        block_c, tile = triton.next_power_of_2(num_classes), TILE
-    else:  # wide chunks when classes are contiguous (channels_last), narrow ones otherwise
-        block_c, tile = (128 if logits.stride(1) == 1 else 32), LOOP_TILE
-    block_c = min(block_c, MAX_BLOCK_C)
+    single_pass, block_c = class_blocks(logits, MAX_BLOCK_C)
+    tile = TILE if single_pass else LOOP_TILE
     block_p = min(max(tile // block_c, 1), max(16, triton.next_power_of_2(size3)))
     num_inner_blocks = triton.cdiv(size3, block_p)
     num_programs = num_inner_blocks * size0 * size1 * size2 if labels.numel() else 0
     partials = torch.empty(3, num_programs, dtype=torch.float32, device=logits.device)
     present = [t for t in (logits, labels, grad, loss_map) if t is not None]
     reach = max(_span(t) + (block_p + block_c) * max(t.stride(), default=0) for t in present)
-    args = [
-        logits, labels, logits if weight is None else weight,
-        logits if grad is None else grad, partials if loss_map is None else loss_map, partials,
-        num_classes, ignore_index, lb_pos, lb_neg,
-        size1, size2, size3, num_inner_blocks,
-        s0[0], s1[0], s2[0], s3[0], logits.stride(1),
-        s0[1], s1[1], s2[1], s3[1],
-        s0[2], s1[2], s2[2], s3[2], 0 if grad is None else grad.stride(1),
-        s0[3], s1[3], s2[3], s3[3],
-    ]  # fmt: skip
-    meta = {
-        "BLOCK_P": block_p,
-        "BLOCK_C": block_c,
-        "SINGLE_PASS": single_pass,
-        "HAS_WEIGHT": weight is not None,
-        "WRITE_GRAD": grad is not None,
-        "WRITE_LOSS": loss_map is not None,
-        "INDEX64": reach >= INDEX64_FROM,
-        "num_warps": NUM_WARPS if single_pass else 4,
-    }
-    return partials, args, meta
+    arguments = loss_arguments(logits, labels, options)
+    arguments |= dict(
+        grad_ptr=logits if grad is None else grad, partials_ptr=partials,
+        loss_ptr=partials if loss_map is None else loss_map,
+        size1=size1, size2=size2, size3=size3, num_inner_blocks=num_inner_blocks,
+        x_stride_c=logits.stride(1), g_stride_c=0 if grad is None else grad.stride(1),
+    )  # fmt: skip
+    for prefix, index in (("x", 0), ("y", 1), ("g", 2), ("o", 3)):
+        for dim, strides in enumerate((s0, s1, s2, s3)):
+            arguments[f"{prefix}_stride{dim}"] = strides[index]
+    meta = block_meta(block_p, block_c, single_pass, options)
+    meta |= dict(
+        WRITE_GRAD=grad is not None, WRITE_LOSS=loss_map is not None,
+        INDEX64=reach >= INDEX64_FROM, num_warps=NUM_WARPS if single_pass else 4,
+    )  # fmt: skip
+    return partials, arguments, meta
 
 
 def forward_with_grad(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    lb_pos: float,
-    lb_neg: float,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
+    options: LossOptions,
     need_grad: bool,
-    check_labels: bool,
     inplace: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Loss (float32), the gradient without the reduction's scale, and that scale ('mean')."""
-    if weight is not None:
-        weight = weight.to(device=logits.device, dtype=torch.float32).contiguous()
+    options = kernel_weight(options, logits.device)
     loss_map = None
-    if reduction == "none":
+    if options.reduction == "none":
         loss_map = torch.empty(labels.shape, dtype=torch.float32, device=logits.device)
     grad = None
     if need_grad:
@@ -281,46 +268,21 @@ def forward_with_grad(
         # more than three spatial dims that no stride pattern merges: read dense copies
         logits, labels = logits.contiguous(), labels.contiguous()
         grad = None if grad is None else torch.empty_like(logits)
-    partials, args, meta = kernel_arguments(
-        logits, labels, weight, lb_pos, lb_neg, ignore_index, grad, loss_map
-    )
-    if partials.shape[1]:
-        with torch.cuda.device(logits.device) if logits.is_cuda else nullcontext():
-            _label_smooth_ce_kernel[(partials.shape[1],)](*args, **meta)
-    if check_labels and bool(partials[2].any()):
-        raise_bad_labels(labels, logits.shape[1], ignore_index)
-    if reduction == "none":
-        return loss_map, grad, None
-    loss = partials[0].sum(dtype=torch.float64)  # the programs' float32 sums, added in float64
-    if reduction == "sum":
-        return loss.float(), grad, None
-    denom = partials[1].sum(dtype=torch.float64)
-    scale = torch.where(denom > 0, 1.0 / denom, 0.0)
-    return (loss * scale).float(), grad, scale.float()
+    partials, arguments, meta = kernel_arguments(logits, labels, options, grad, loss_map)
+    launch(_label_smooth_ce_kernel, partials.shape[1], logits.device, arguments, meta)
+    loss, scale = reduce_partials(partials, options, labels, logits.shape[1])
+    return (loss_map if loss is None else loss), grad, scale
 
 
 class TritonLabelSmoothCEFunction(torch.autograd.Function):
     """Autograd wrapper: saves the forward-computed gradient, the 'mean' scale and the labels."""
 
     @staticmethod
-    def forward(
-        ctx, logits, labels, lb_pos, lb_neg, weight, ignore_index, reduction, check_labels, inplace
-    ):
+    def forward(ctx, logits, labels, options, inplace):
         need_grad = ctx.needs_input_grad[0]
         with torch.autocast(logits.device.type, enabled=False):
-            loss, grad, scale = forward_with_grad(
-                logits,
-                labels,
-                lb_pos,
-                lb_neg,
-                weight,
-                ignore_index,
-                reduction,
-                need_grad,
-                check_labels,
-                inplace,
-            )
-        ctx.reduction = reduction
+            loss, grad, scale = forward_with_grad(logits, labels, options, need_grad, inplace)
+        ctx.reduction = options.reduction
         if grad is not None:
             overwritten = grad is logits
             if overwritten and not logits.is_inference():
@@ -328,14 +290,13 @@ class TritonLabelSmoothCEFunction(torch.autograd.Function):
                 torch.autograd.graph.increment_version(logits)
                 grad = logits.detach()
             ctx.save_for_backward(grad, scale, labels)
-            loss_args = (lb_pos, lb_neg, weight, ignore_index, reduction)
-            remember_logits(ctx, None if overwritten else logits, loss_args)
+            remember_logits(ctx, None if overwritten else logits, options)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
         grad, scale, labels = ctx.saved_tensors
-        nones = (None,) * 8
+        nones = (None,) * 3
         if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
             return differentiable_grad(ctx, labels, grad_output), *nones
         if ctx.reduction == "none":
@@ -348,15 +309,7 @@ class TritonLabelSmoothCEFunction(torch.autograd.Function):
 
 
 def label_smooth_ce(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    lb_pos: float,
-    lb_neg: float,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    check_labels: bool,
-    inplace: bool,
+    logits: torch.Tensor, labels: torch.Tensor, options: LossOptions, inplace: bool
 ) -> torch.Tensor:
     """The loss through the Triton kernel; arguments already checked by ``functional``."""
     check_device(logits)
@@ -368,9 +321,7 @@ def label_smooth_ce(
             f"{logits.stride()} for shape {tuple(logits.shape)} (an expanded tensor). "
             "Pass inplace=False"
         )
-    return TritonLabelSmoothCEFunction.apply(
-        logits, labels, lb_pos, lb_neg, weight, ignore_index, reduction, check_labels, inplace
-    )
+    return TritonLabelSmoothCEFunction.apply(logits, labels, options, inplace)
 
 
 def check_device(logits: torch.Tensor) -> None:

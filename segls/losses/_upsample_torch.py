@@ -23,8 +23,9 @@ import torch.nn.functional as F
 
 from segls.losses import _torch
 from segls.losses._composite import differentiable_grad, is_batched
-from segls.losses._upsample import linear_taps, remember_inputs
+from segls.losses._interpolation import linear_taps, remember_inputs
 from segls.losses.checks import class_index
+from segls.losses.options import LossOptions
 
 BAND_FRACTION = 32  # a band holds about 1/32 of the full-resolution logits ...
 BAND_ELEMENTS = (2**21, 2**24)  # ... but at least 8 MiB and at most 64 MiB of float32
@@ -77,16 +78,18 @@ def _band_adjoint(grad_band, mixing, low_shape, align_corners) -> torch.Tensor:
 def banded_pass(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    options: dict,
+    options: LossOptions,
     align_corners: bool,
     need_grad: bool,
     pixel_factor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Loss (reduced as ``options['reduction']``) and the low-res gradient, band by band.
+    """Loss (reduced as ``options.reduction``) and the low-res gradient, band by band.
 
     ``pixel_factor`` (N, H, W) weights each pixel's gradient (backward of ``'none'``).
     """
-    reduction, weight = options["reduction"], options["weight"]
+    reduction, weight = options.reduction, options.weight
+    band_options = options.variant(reduction="none" if reduction == "none" else "sum")
+    band_options = band_options.variant(check_labels=False)  # checked by the forward
     batch, num_classes, in_height, in_width = logits.shape
     out_height, out_width = labels.shape[1:]
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
@@ -102,24 +105,14 @@ def banded_pass(
         mixing = _row_mixing(height_taps, top, bottom, first, last, dtype)
         band = _band_logits(logits, images, mixing, first, last, out_width, align_corners, dtype)
         band_labels = labels[images, top:bottom]
-        band_loss, band_grad = _torch.forward_with_grad(
-            band,
-            band_labels,
-            options["lb_pos"],
-            options["lb_neg"],
-            weight,
-            options["ignore_index"],
-            "none" if reduction == "none" else "sum",
-            need_grad,
-            check_labels=False,
-        )
+        band_loss, band_grad = _torch.forward_with_grad(band, band_labels, band_options, need_grad)
         del band
         if reduction == "none":
             loss_map[images, top:bottom] = band_loss
         else:
             total += band_loss
         if reduction == "mean":
-            denom += _valid_weight(band_labels, num_classes, options["ignore_index"], weight)
+            denom += _valid_weight(band_labels, num_classes, options.ignore_index, weight)
         if band_grad is not None:
             if pixel_factor is not None:
                 band_grad.mul_(pixel_factor[images, top:bottom].unsqueeze(1))
@@ -155,9 +148,9 @@ class UpsampleLabelSmoothCEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, labels, options, align_corners):
         with torch.autocast(logits.device.type, enabled=False):
-            if options["check_labels"]:
-                class_index(labels, logits.shape[1], options["ignore_index"], check_labels=True)
-            need_grad = ctx.needs_input_grad[0] and options["reduction"] != "none"
+            if options.check_labels:
+                class_index(labels, logits.shape[1], options.ignore_index, check_labels=True)
+            need_grad = ctx.needs_input_grad[0] and options.reduction != "none"
             loss, grad = banded_pass(logits, labels, options, align_corners, need_grad)
         ctx.options, ctx.align_corners = options, align_corners
         ctx.save_for_backward(logits, labels, grad)
@@ -168,7 +161,7 @@ class UpsampleLabelSmoothCEFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         logits, labels, grad = ctx.saved_tensors
         options, align_corners = ctx.options, ctx.align_corners
-        per_pixel = options["reduction"] == "none"
+        per_pixel = options.reduction == "none"
         if torch.is_grad_enabled() or (per_pixel and is_batched(grad_output)):
             # create_graph=True, or one upstream gradient per vmapped batch: the composite form
             grad = differentiable_grad(ctx, labels, grad_output, ctx.loss_fn)

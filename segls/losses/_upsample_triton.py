@@ -1,7 +1,7 @@
 """Triton backend of the upsampling loss: two kernels, no full-resolution buffer, no atomics.
 
 The forward kernel takes a block of output pixels along one output row, interpolates their C
-logits from the four low-resolution neighbours (the taps of ``_upsample.linear_taps``, the same
+logits from the four low-resolution neighbours (the taps of ``_interpolation.linear_taps``, the same
 products and sums as ``F.interpolate``), and writes each pixel's log-sum-exp, its loss (for
 ``reduction='none'``) and per-program partial sums: loss, valid weight, bad labels.
 
@@ -18,16 +18,16 @@ Host syncs: the copy of new interpolation tables to the device (once per size pa
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from functools import lru_cache
 
 import torch
 import triton
 import triton.language as tl
 
+from segls.losses import _triton_launch as shared
 from segls.losses._composite import differentiable_grad, is_batched
-from segls.losses._upsample import linear_taps, remember_inputs, support_taps
-from segls.losses.checks import raise_bad_labels
+from segls.losses._interpolation import linear_taps, remember_inputs, support_taps
+from segls.losses.options import LossOptions
 
 MAX_BLOCK_C = 256  # classes held in registers per pixel; more take two reads (forward)
 TILE = 2048  # logits per program in the forward kernel
@@ -305,24 +305,27 @@ def _column_spans(in_size, out_size, align_corners, block, device) -> torch.Tens
     return torch.stack([first, end], dim=1).int().to(device)
 
 
-def _launch(kernel, num_programs: int, args: list, meta: dict, device: torch.device) -> None:
-    if num_programs:
-        with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
-            kernel[(num_programs,)](*args, **meta)
+def _tap_arguments(rows: tuple, cols: tuple) -> dict:
+    """The kernel parameters that carry the row and column taps."""
+    return dict(
+        row_index_ptr=rows[0], row_weight_ptr=rows[1], col_index_ptr=cols[0], col_weight_ptr=cols[1]
+    )
 
 
-def forward_arguments(logits, labels, options, align_corners, need_lse):
+def _strides(prefix: str, tensor: torch.Tensor, dims: str) -> dict:
+    """``{prefix}_stride_{dim}`` for each dim letter of `dims` (``"nchw"``)."""
+    return {
+        f"{prefix}_stride_{dim}": stride for dim, stride in zip(dims, tensor.stride(), strict=True)
+    }
+
+
+def forward_arguments(logits, labels, options: LossOptions, align_corners, need_lse):
     """Buffers (partials (3, programs), log-sum-exp, loss map), kernel args and meta."""
-    batch, num_classes, in_height, in_width = logits.shape
+    batch, _, in_height, in_width = logits.shape
     out_height, out_width = labels.shape[1:]
-    weight = options["weight"]
     rows = _tables(in_height, out_height, align_corners, logits.device)
     cols = _tables(in_width, out_width, align_corners, logits.device)
-    single_pass = num_classes <= MAX_BLOCK_C
-    if single_pass:
-        block_c = triton.next_power_of_2(num_classes)
-    else:  # wide chunks when classes are contiguous (channels_last), narrow ones otherwise
-        block_c = 128 if logits.stride(1) == 1 else 32
+    single_pass, block_c = shared.class_blocks(logits, MAX_BLOCK_C)
     block_p = min(max(TILE // block_c, 1), max(16, triton.next_power_of_2(out_width)))
     num_col_blocks = triton.cdiv(out_width, block_p)
     num_programs = batch * out_height * num_col_blocks
@@ -330,52 +333,34 @@ def forward_arguments(logits, labels, options, align_corners, need_lse):
     partials = torch.empty(3, num_programs, dtype=torch.float32, device=logits.device)
     lse = torch.empty(pixels, dtype=torch.float32, device=logits.device) if need_lse else None
     loss_map = None
-    if options["reduction"] == "none":
+    if options.reduction == "none":
         loss_map = torch.empty(pixels, dtype=torch.float32, device=logits.device)
-    args = [
-        logits, labels, logits if weight is None else weight,
-        partials if lse is None else lse, partials if loss_map is None else loss_map, partials,
-        rows[0], rows[1], cols[0], cols[1],
-        num_classes, options["ignore_index"], options["lb_pos"], options["lb_neg"],
-        out_height, out_width, num_col_blocks,
-        *logits.stride(), *labels.stride(),
-    ]  # fmt: skip
-    meta = {
-        "BLOCK_P": block_p,
-        "BLOCK_C": block_c,
-        "SINGLE_PASS": single_pass,
-        "HAS_WEIGHT": weight is not None,
-        "WRITE_LSE": lse is not None,
-        "WRITE_LOSS": loss_map is not None,
-        "num_warps": NUM_WARPS,
-    }
-    return (partials, lse, loss_map), args, meta
+    arguments = shared.loss_arguments(logits, labels, options) | _tap_arguments(rows, cols)
+    arguments |= dict(
+        lse_ptr=partials if lse is None else lse, partials_ptr=partials,
+        loss_ptr=partials if loss_map is None else loss_map,
+        out_height=out_height, out_width=out_width, num_col_blocks=num_col_blocks,
+    )  # fmt: skip
+    arguments |= _strides("x", logits, "nchw") | _strides("y", labels, "nhw")
+    meta = shared.block_meta(block_p, block_c, single_pass, options)
+    meta |= dict(WRITE_LSE=lse is not None, WRITE_LOSS=loss_map is not None, num_warps=NUM_WARPS)
+    return (partials, lse, loss_map), arguments, meta
 
 
-def forward(logits, labels, options, align_corners, need_lse):
+def forward(logits, labels, options: LossOptions, align_corners, need_lse):
     """Loss (float32), per-pixel log-sum-exp (or None) and the 'mean' scale (or None)."""
-    (partials, lse, loss_map), args, meta = forward_arguments(
+    (partials, lse, loss_map), arguments, meta = forward_arguments(
         logits, labels, options, align_corners, need_lse
     )
-    _launch(_upsample_ce_forward_kernel, partials.shape[1], args, meta, logits.device)
-    num_classes = logits.shape[1]
-    if options["check_labels"] and bool(partials[2].any()):
-        raise_bad_labels(labels.long(), num_classes, options["ignore_index"])
-    if loss_map is not None:
-        return loss_map, lse, None
-    loss = partials[0].sum(dtype=torch.float64)  # the programs' float32 sums, added in float64
-    if options["reduction"] == "sum":
-        return loss.float(), lse, None
-    denom = partials[1].sum(dtype=torch.float64)
-    scale = torch.where(denom > 0, 1.0 / denom, 0.0)
-    return (loss * scale).float(), lse, scale.float()
+    shared.launch(_upsample_ce_forward_kernel, partials.shape[1], logits.device, arguments, meta)
+    loss, scale = shared.reduce_partials(partials, options, labels, logits.shape[1])
+    return (loss_map if loss is None else loss), lse, scale
 
 
-def gradient_arguments(logits, labels, lse, factor, options, align_corners):
+def gradient_arguments(logits, labels, lse, factor, options: LossOptions, align_corners):
     """The gradient buffer, the number of programs, kernel args and meta."""
     batch, num_classes, in_height, in_width = logits.shape
     out_height, out_width = labels.shape[1:]
-    weight = options["weight"]
     rows = _tables(in_height, out_height, align_corners, logits.device)
     cols = _tables(in_width, out_width, align_corners, logits.device)
     spans = _column_spans(in_width, out_width, align_corners, GRAD_BLOCK_P, logits.device)
@@ -384,30 +369,28 @@ def gradient_arguments(logits, labels, lse, factor, options, align_corners):
     num_col_blocks = triton.cdiv(in_width, GRAD_BLOCK_P)
     num_class_blocks = triton.cdiv(num_classes, block_c)
     num_programs = batch * in_height * num_col_blocks * num_class_blocks
-    args = [
-        logits, labels, logits if weight is None else weight, lse, factor, grad,
-        rows[0], rows[1], cols[0], cols[1], rows[2], rows[3], spans,
-        num_classes, options["ignore_index"], options["lb_pos"], options["lb_neg"],
-        in_height, in_width, out_height, out_width, rows[2].shape[1],
-        num_col_blocks, num_class_blocks,
-        *logits.stride(), *labels.stride(), *factor.stride(), *grad.stride(),
-    ]  # fmt: skip
-    meta = {
-        "BLOCK_P": GRAD_BLOCK_P,
-        "BLOCK_X": GRAD_BLOCK_X,
-        "BLOCK_C": block_c,
-        "HAS_WEIGHT": weight is not None,
-        "num_warps": NUM_WARPS,
-    }
-    return grad, num_programs, args, meta
+    arguments = shared.loss_arguments(logits, labels, options) | _tap_arguments(rows, cols)
+    arguments |= dict(
+        lse_ptr=lse, factor_ptr=factor, grad_ptr=grad, col_span_ptr=spans,
+        row_support_ptr=rows[2], row_support_weight_ptr=rows[3], row_support=rows[2].shape[1],
+        in_height=in_height, in_width=in_width, out_height=out_height, out_width=out_width,
+        num_col_blocks=num_col_blocks, num_class_blocks=num_class_blocks,
+    )  # fmt: skip
+    for prefix, tensor, dims in (("x", logits, "nchw"), ("y", labels, "nhw"),
+                                 ("f", factor, "nhw"), ("g", grad, "nchw")):  # fmt: skip
+        arguments |= _strides(prefix, tensor, dims)
+    has_weight = options.weight is not None
+    meta = dict(BLOCK_P=GRAD_BLOCK_P, BLOCK_X=GRAD_BLOCK_X, BLOCK_C=block_c, HAS_WEIGHT=has_weight)
+    meta["num_warps"] = NUM_WARPS
+    return grad, num_programs, arguments, meta
 
 
-def gradient(logits, labels, lse, factor, options, align_corners) -> torch.Tensor:
+def gradient(logits, labels, lse, factor, options: LossOptions, align_corners) -> torch.Tensor:
     """Low-resolution gradient; ``factor`` (N, H, W), maybe expanded, scales each pixel's part."""
-    grad, num_programs, args, meta = gradient_arguments(
+    grad, num_programs, arguments, meta = gradient_arguments(
         logits, labels, lse, factor, options, align_corners
     )
-    _launch(_upsample_ce_grad_kernel, num_programs, args, meta, logits.device)
+    shared.launch(_upsample_ce_grad_kernel, num_programs, logits.device, arguments, meta)
     return grad
 
 
@@ -417,9 +400,7 @@ class TritonUpsampleCEFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, options, align_corners):
-        if options["weight"] is not None:
-            weight = options["weight"].to(logits.device, torch.float32).contiguous()
-            options = {**options, "weight": weight}
+        options = shared.kernel_weight(options, logits.device)
         with torch.autocast(logits.device.type, enabled=False):
             loss, lse, scale = forward(
                 logits, labels, options, align_corners, ctx.needs_input_grad[0]
@@ -436,7 +417,7 @@ class TritonUpsampleCEFunction(torch.autograd.Function):
         if torch.is_grad_enabled() or is_batched(grad_output):
             # create_graph=True, or one upstream gradient per vmapped batch: the composite form
             return differentiable_grad(ctx, labels, grad_output, ctx.loss_fn), None, None, None
-        if options["reduction"] == "none":
+        if options.reduction == "none":
             factor = grad_output.float()
         else:
             factor = (grad_output if scale is None else grad_output * scale).float()

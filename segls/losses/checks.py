@@ -6,58 +6,18 @@ from collections.abc import Sequence
 
 import torch
 
-from segls.losses.names import BACKENDS as BACKENDS  # re-exported for module and functional
-from segls.losses.names import DEFAULT_LB_SMOOTH
+from segls.losses.rules import weight_problem
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-REDUCTIONS = ("mean", "sum", "none")
 
 
-def resolve_targets(
-    num_classes: int,
-    lb_smooth: float | None,
-    lb_pos: float | None,
-    lb_neg: float | None,
-) -> tuple[float, float]:
-    """Turn either form of the smoothing parameters into (lb_pos, lb_neg).
+def weight_tensor(weight: torch.Tensor | Sequence[float]) -> torch.Tensor:
+    """Class weights as a 1-D float tensor, checked for sign and finiteness (on the CPU).
 
-    ε gives lb_pos = 1 − ε + ε/C and lb_neg = ε/C, PyTorch's ``label_smoothing``.
+    Their length is checked against the logits at each call (`check_weight_shape`).
     """
-    explicit = lb_pos is not None or lb_neg is not None
-    if explicit and lb_smooth is not None:
-        raise ValueError(
-            f"set either lb_smooth (got {lb_smooth}) or lb_pos/lb_neg "
-            f"(got {lb_pos}/{lb_neg}), not both"
-        )
-    if explicit:
-        if lb_pos is None or lb_neg is None:
-            raise ValueError(f"lb_pos and lb_neg go together; got lb_pos={lb_pos}, lb_neg={lb_neg}")
-        lb_pos, lb_neg = float(lb_pos), float(lb_neg)
-        if not (lb_neg >= 0 and lb_pos >= 0):
-            raise ValueError(
-                f"lb_pos and lb_neg must be >= 0; got lb_pos={lb_pos}, lb_neg={lb_neg}"
-            )
-        if lb_pos < lb_neg:
-            raise ValueError(f"lb_pos must be >= lb_neg; got lb_pos={lb_pos} < lb_neg={lb_neg}")
-        return lb_pos, lb_neg
-    eps = DEFAULT_LB_SMOOTH if lb_smooth is None else float(lb_smooth)
-    if not 0.0 <= eps < 1.0:
-        raise ValueError(f"lb_smooth must be in [0, 1); got {lb_smooth}")
-    return 1.0 - eps + eps / num_classes, eps / num_classes
-
-
-def check_weight(
-    weight: torch.Tensor | Sequence[float] | None, num_classes: int | None
-) -> torch.Tensor | None:
-    """Class weights as a 1-D float tensor, checked for length, sign and finiteness."""
-    if weight is None:
-        return None
     weight = torch.as_tensor(weight)
-    if weight.dim() != 1 or (num_classes is not None and weight.numel() != num_classes):
-        raise ValueError(
-            f"weight must have one entry per class: expected shape ({num_classes},), "
-            f"got {tuple(weight.shape)}"
-        )
+    check_weight_shape(weight, None)
     if weight.requires_grad and torch.is_grad_enabled():
         raise ValueError(
             "weight must not require grad: class weights are constants of the loss, which "
@@ -66,10 +26,19 @@ def check_weight(
     if not weight.is_floating_point():
         weight = weight.float()
     if weight.device.type == "cpu":
-        bad = [v for v in weight.tolist() if not (v >= 0 and v != float("inf"))]
-        if bad:
-            raise ValueError(f"weight must be finite and >= 0; got {bad}")
+        problem = weight_problem(weight.tolist(), None)
+        if problem is not None:
+            raise problem
     return weight
+
+
+def check_weight_shape(weight: torch.Tensor, num_classes: int | None) -> None:
+    """Raise unless the class weights are 1-D with one entry per class (when C is known)."""
+    if weight.dim() != 1 or (num_classes is not None and weight.numel() != num_classes):
+        raise ValueError(
+            f"weight must have one entry per class: expected shape ({num_classes},), "
+            f"got {tuple(weight.shape)}"
+        )
 
 
 def check_inputs(logits: torch.Tensor, labels: torch.Tensor) -> None:

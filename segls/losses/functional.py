@@ -10,7 +10,8 @@ import torch
 
 from segls.losses import _torch, _upsample
 from segls.losses._composite import composite_loss, transforms_active
-from segls.losses.checks import BACKENDS, REDUCTIONS, check_inputs, check_weight, resolve_targets
+from segls.losses.checks import check_inputs, check_weight_shape
+from segls.losses.options import ComputeOptions, LossOptions
 
 
 def label_smooth_softmax_ce(
@@ -63,31 +64,37 @@ def label_smooth_softmax_ce(
     align_corners=align_corners)`` without forming it: full-resolution logits exist one band
     of rows at a time (torch) or one pixel block at a time (Triton). Under forward AD, a
     torch.func transform or torch.compile it is that composite, interpolation included.
+
+    The options are checked here, each call (a bad one raises a ValueError naming it); the
+    module `LabelSmoothSoftmaxCE` checks them once, at construction, as one `LossOptions`.
     """
-    if upsample is None:
+    options = LossOptions(lb_smooth, lb_pos, lb_neg, weight, ignore_index, reduction, check_labels)
+    return loss_with_options(
+        logits, labels, options, ComputeOptions(backend, inplace, upsample, align_corners)
+    )
+
+
+def loss_with_options(
+    logits: torch.Tensor, labels: torch.Tensor, options: LossOptions, compute: ComputeOptions
+) -> torch.Tensor:
+    """The loss with options checked already (the module's forward): check the inputs, dispatch."""
+    if compute.upsample is None:
         check_inputs(logits, labels)
     else:
-        _upsample.check_upsample_inputs(logits, labels, upsample, align_corners, inplace)
-    num_classes = logits.shape[1]
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
-    lb_pos, lb_neg = resolve_targets(num_classes, lb_smooth, lb_pos, lb_neg)
-    weight = check_weight(weight, num_classes)
-    if weight is not None:
-        weight = weight.to(logits.device)
-    args = (lb_pos, lb_neg, weight, int(ignore_index), reduction, check_labels)
-    use_triton = _use_triton(backend, logits)
-    if upsample is not None:
-        return _upsample.label_smooth_ce(logits, labels, *args, align_corners, use_triton)
+        _upsample.check_upsample_inputs(logits, labels)
+    if options.weight is not None:
+        check_weight_shape(options.weight, logits.shape[1])
+        options = options.with_weight(options.weight.to(logits.device))
+    use_triton = _use_triton(compute.backend, logits)
+    if compute.upsample is not None:
+        return _upsample.label_smooth_ce(logits, labels, options, compute.align_corners, use_triton)
     if transforms_active(logits):
-        return composite_loss(logits, labels, *args)
+        return composite_loss(logits, labels, options)
     if use_triton:
         from segls.losses import _triton
 
-        return _triton.label_smooth_ce(logits, labels, *args, inplace)
-    return _torch.LabelSmoothCEFunction.apply(logits, labels, *args)
+        return _triton.label_smooth_ce(logits, labels, options, compute.inplace)
+    return _torch.LabelSmoothCEFunction.apply(logits, labels, options)
 
 
 def _use_triton(backend: str, logits: torch.Tensor) -> bool:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segls.losses.checks import check_inputs, in_class_range, labelled_mask, raise_bad_labels
+from segls.losses.rules import lovasz_weight_problem
 
 
 def lovasz_softmax(
@@ -86,8 +87,9 @@ class PlusLovasz(nn.Module):
 
     def __init__(self, base: nn.Module, weight: float, ignore_index: int = 255) -> None:
         super().__init__()
-        if not weight >= 0:
-            raise ValueError(f"the Lovász weight must be >= 0; got {weight}")
+        problem = lovasz_weight_problem(weight)
+        if problem is not None:
+            raise problem
         self.base = base
         self.weight = float(weight)
         self.ignore_index = int(ignore_index)

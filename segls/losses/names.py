@@ -1,7 +1,7 @@
 """The loss settings a config may name, without importing torch.
 
 `segls.config` imports these for ``loss.backend`` and the default of ``loss.lb_smooth``;
-`segls.losses.checks` holds the loss's own argument checks.
+the rules that decide which settings are valid are `segls.losses.rules` (also torch-free).
 """
 
 BACKENDS = ("auto", "torch", "triton")

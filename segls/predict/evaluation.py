@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from segls import NonFiniteError
+from segls import NonFiniteError, losses
 from segls.config import Config
 from segls.data import batch_image_names
-from segls.losses import LabelSmoothSoftmaxCE
+from segls.losses import LabelSmoothSoftmaxCE, LossOptions
 from segls.metrics import CalibrationMetrics, SegMetrics
 from segls.models import InferenceSettings, predict_logits
 from segls.predict.pictures import panel
@@ -32,20 +32,20 @@ def build_criterion(cfg: Config) -> LabelSmoothSoftmaxCE:
     """The label-smoothing cross-entropy configured by ``loss`` and ``data.ignore_index``.
 
     The loss evaluation reports; training minimises it too, plus the Lovász term when set
-    (`segls.train.build.build_objective`). ``lb_pos``/``lb_neg``, when set, replace
-    ``lb_smooth`` (the config documents this).
+    (`segls.train.build.build_objective`). Built by `segls.losses.build_criterion` from the
+    options `segls.losses.LossOptions.from_settings` makes (an explicit lb_pos/lb_neg pair
+    replaces lb_smooth).
     """
-    loss_cfg = cfg.loss
-    explicit = loss_cfg.lb_pos is not None
-    return LabelSmoothSoftmaxCE(
-        None if explicit else loss_cfg.lb_smooth,
-        lb_pos=loss_cfg.lb_pos,
-        lb_neg=loss_cfg.lb_neg,
+    loss = cfg.loss
+    options = LossOptions.from_settings(
+        loss.lb_smooth,
+        loss.lb_pos,
+        loss.lb_neg,
+        weight=loss.class_weight,
         ignore_index=cfg.data.ignore_index,
-        weight=loss_cfg.class_weight,
-        check_labels=loss_cfg.check_labels,
-        backend=loss_cfg.backend,
+        check_labels=loss.check_labels,
     )
+    return losses.build_criterion(options, backend=loss.backend)
 
 
 @torch.no_grad()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -12,11 +11,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-from segls import io, runtime
+from segls import io, losses, runtime
 from segls.config import Config, dump, validate
 from segls.data import InfiniteLoader, build_loaders, check_first_batch, shut_down
 from segls.data import sample as sample_data
-from segls.losses import LabelSmoothSoftmaxCE, PlusLovasz
+from segls.losses import LabelSmoothSoftmaxCE
 from segls.models import InferenceSettings, build_model, settings_from_config
 from segls.models.factory import HEAD_ALIGN_CORNERS
 from segls.predict import build_criterion
@@ -33,19 +32,21 @@ def build_objective(cfg: Config, criterion: LabelSmoothSoftmaxCE) -> nn.Module:
     """What training minimises: the criterion, plus ``loss.lovasz_weight`` × Lovász-softmax.
 
     Evaluation reports the criterion alone, so validation losses stay comparable across runs.
-    Training's labels were checked as their masks were read (`segls.data.LabelMapper`), so
-    the objective does not check them again: on CUDA that costs a host sync every step.
-    With ``loss.upsample: fused`` the model's logits are at 1/4 or 1/8 of the labels' size
-    and the objective upsamples them itself, as the head would have (bilinear,
-    ``align_corners=True``); the Lovász term gets them upsampled too (`segls.losses.PlusLovasz`).
+    The objective has the criterion's options (and class weights, on its device) but for one:
+    training's labels were checked as their masks were read (`segls.data.LabelMapper`), so
+    it does not check them again: on CUDA that costs a host sync every step. With
+    ``loss.upsample: fused`` the model's logits are at 1/4 or 1/8 of the labels' size and the
+    objective upsamples them itself, as the head would have (bilinear, ``align_corners=True``);
+    the Lovász term gets them upsampled too (`segls.losses.PlusLovasz`).
     """
-    unchecked = copy.copy(criterion)
-    unchecked.check_labels = False
-    if cfg.loss.upsample == "fused":
-        unchecked.upsample, unchecked.align_corners = "bilinear", HEAD_ALIGN_CORNERS
-    if cfg.loss.lovasz_weight > 0:
-        return PlusLovasz(unchecked, cfg.loss.lovasz_weight, cfg.data.ignore_index)
-    return unchecked
+    fused = cfg.loss.upsample == "fused"
+    return losses.build_criterion(
+        replace(criterion.options, check_labels=False),
+        backend=criterion.compute.backend,
+        upsample="bilinear" if fused else None,
+        align_corners=HEAD_ALIGN_CORNERS if fused else False,
+        lovasz_weight=cfg.loss.lovasz_weight,
+    )
 
 
 @dataclass
