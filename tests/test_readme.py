@@ -2,11 +2,8 @@
 
 Each ```python block runs in a fresh namespace after `PREAMBLE` (the tensors the examples
 call `logits`, `labels`, `images`), with network connections refused and an empty torch
-cache, so an example that downloads weights fails. mmsegmentation is not a dependency of
-segls: where it is not installed, docs/LOSS.md's wrapper registers itself with
-`MmsegRegistryStandIn`, a stand-in for ``mmseg.registry.MODELS`` and nothing more (its
-``register_module()`` and ``build(dict(type=...))``, as mmengine's Registry has them); the
-wrapper itself runs as written, and must give F.cross_entropy's smoothed loss.
+cache, so an example that downloads weights fails. (The mmseg integration's page holds only
+a config dict here; tests/test_integrations_mmseg*.py run it against mmseg itself.)
 
 Each ```bash block runs command by command from a scratch folder with a copy of configs/
 and the repository's data/ and tools/ (in this process: ``python tools/<name>.py ARGS`` is
@@ -30,8 +27,6 @@ import re
 import shlex
 import shutil
 import socket
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +42,6 @@ PYTHON_LANGS = {"python", "py"}
 SHELL_LANGS = {"bash", "sh", "shell"}
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(?P<reason>.+?)\s*-->")
 FENCE = re.compile(r"^```(?P<lang>[\w+-]*)[^\n]*\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
-IMPORTS_MMSEG = re.compile(r"^\s*(from|import) mmseg\b", re.M)
 
 PREAMBLE = """
 import torch
@@ -188,41 +182,10 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
 
 
-class MmsegRegistryStandIn:
-    """mmseg.registry.MODELS as docs/LOSS.md's wrapper uses it: register a class, build by type."""
-
-    def __init__(self) -> None:
-        self.classes: dict[str, type] = {}
-
-    def register_module(self):
-        def register(cls: type) -> type:
-            self.classes[cls.__name__] = cls
-            return cls
-
-        return register
-
-    def build(self, cfg: dict):
-        kwargs = dict(cfg)
-        return self.classes[kwargs.pop("type")](**kwargs)
-
-
-@pytest.fixture
-def mmseg_registry(monkeypatch) -> MmsegRegistryStandIn | None:
-    """The stand-in registry, importable as mmseg.registry.MODELS; None if mmseg is installed."""
-    if importlib.util.find_spec("mmseg") is not None:
-        return None
-    registry = MmsegRegistryStandIn()
-    package, module = types.ModuleType("mmseg"), types.ModuleType("mmseg.registry")
-    module.MODELS, package.registry = registry, module
-    monkeypatch.setitem(sys.modules, "mmseg", package)
-    monkeypatch.setitem(sys.modules, "mmseg.registry", module)
-    return registry
-
-
 @pytest.mark.parametrize(
     "block", [b for b in BLOCKS if b.lang in PYTHON_LANGS], ids=lambda block: block.id
 )
-def test_python_block_runs(block, offline, mmseg_registry):
+def test_python_block_runs(block, offline):
     if block.not_run:
         pytest.skip(f"{block.id} not run: {block.not_run}")
     namespace: dict = {}
@@ -231,20 +194,6 @@ def test_python_block_runs(block, offline, mmseg_registry):
     losses = [value for name, value in namespace.items() if name.startswith("loss")]
     for loss in (value for value in losses if isinstance(value, torch.Tensor)):
         assert loss.ndim == 0 and torch.isfinite(loss), block.id
-    if mmseg_registry is not None and IMPORTS_MMSEG.search(block.code):
-        _check_the_registered_wrappers(mmseg_registry, namespace["logits"], namespace["labels"])
-
-
-def _check_the_registered_wrappers(registry: MmsegRegistryStandIn, logits, labels) -> None:
-    """Each wrapper, built as mmseg builds a decode head's loss, is F.cross_entropy's loss."""
-    assert registry.classes, "the block imports mmseg but registers no wrapper"
-    expected = torch.nn.functional.cross_entropy(
-        logits, labels, ignore_index=255, label_smoothing=0.1
-    )
-    for name in registry.classes:
-        wrapper = registry.build(dict(type=name, lb_smooth=0.1))
-        assert wrapper.loss_name.startswith("loss_"), name  # mmseg sums the loss_* outputs
-        torch.testing.assert_close(wrapper(logits, labels, ignore_index=255), expected)
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,7 @@ def setup(device: torch.device) -> Context:
     if missing:
         raise RuntimeError(
             f"WORLD_SIZE={world} is set but {', '.join(missing)} are not; start multi-process "
-            "training with torchrun (see the README), or unset WORLD_SIZE for one process"
+            "training with torchrun (docs/TRAINING.md), or unset WORLD_SIZE for one process"
         )
     if not dist.is_available():
         raise RuntimeError("this torch build has no torch.distributed; train in one process")

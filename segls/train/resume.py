@@ -131,6 +131,6 @@ def check_resume_config(
         raise CheckpointError(
             f"cannot resume from {path}: it was written with other settings ({'; '.join(refused)}"
             "); resume with the config it was written with (config.yaml in its work dir), or "
-            "start a fresh run (the README lists the keys that may change on resume)"
+            "start a fresh run (docs/TROUBLESHOOTING.md lists the keys that may change on resume)"
         )
     return [*processes, *(f"changed on resume: {described[key]}" for key in changed)]
