@@ -28,8 +28,8 @@ __all__ = [
     "inference_overrides",
     "load_config",
     "pull_overrides",
+    "rank_prefix",
     "run_command",
-    "training_errors",
     "user_errors",
 ]
 
@@ -96,22 +96,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     return ConfigError, CheckpointError, DataError, NonFiniteError
 
 
-def _training_error(name: str) -> tuple[type[Exception], ...]:
-    """Training's error class `name` (in `segls.train`), or () when training was not imported.
-
-    Only a command that imported training can have raised one, and test, infer and export
-    never import it (tests/test_layout.py): so it is looked up, never imported, here.
-    """
-    train = sys.modules.get("segls.train")
-    return (getattr(train, name),) if train is not None else ()
-
-
-def training_errors() -> tuple[type[Exception], ...]:
-    """`user_errors` and WorkDirError (a work dir that cannot or may not be written)."""
-    return (*user_errors(), *_training_error("WorkDirError"))
-
-
-def _rank_prefix() -> str:
+def rank_prefix() -> str:
     """The "[rank R] " that starts messages when torchrun runs several processes, else ""."""
     world = os.environ.get("WORLD_SIZE", "1")
     if world.isdigit() and int(world) > 1:
@@ -128,22 +113,18 @@ def run_command(
 
     ConfigError and the errors `errors()` names are printed as one line (``error: ...``)
     with status 1; `errors` is called only when something was raised, so that a bad config
-    is reported before torch is imported. A run stopped by SIGTERM/SIGINT (after its
-    checkpoint) exits with 128 + the signal number, as the shell reports a process killed by
-    that signal. A `main` that returns an int returns the status.
+    is reported before torch is imported. A `main` that returns an int returns the status
+    (a training run stopped by a signal: `segls.cli.training.stopped`).
     """
-    prefix = _rank_prefix()
+    prefix = rank_prefix()
     try:
         result = main(argv)
     except ConfigError as error:
         print(f"{prefix}error: {error}", file=sys.stderr)
         return 1
     except Exception as error:
-        if isinstance(error, errors()):
-            print(f"{prefix}error: {error}", file=sys.stderr)
-            return 1
-        if not isinstance(error, _training_error("TrainingInterrupted")):
+        if not isinstance(error, errors()):
             raise
-        print(f"{prefix}{error}", file=sys.stderr)
-        return error.exit_code
+        print(f"{prefix}error: {error}", file=sys.stderr)
+        return 1
     return result if type(result) is int else 0

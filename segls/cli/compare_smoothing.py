@@ -21,6 +21,7 @@ from pathlib import Path
 
 from segls import config
 from segls.cli import common
+from segls.cli.training import run_training_command, stopped
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,12 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> list[dict] | int:
     """Train or collect the runs, print the table, write the report; returns the summary."""
     args = parse_args(argv)
     if args.config is not None:
         config.load(args.config, args.overrides)  # a bad config is reported before torch loads
-    from segls.train import smoothing
+    from segls.train import TrainingInterrupted, smoothing
     from segls.train.lock import hold_work_dir
 
     with contextlib.ExitStack() as held:
@@ -63,7 +64,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for seed in args.seeds:
                     run_dir = out_dir / smoothing.run_dir_name(epsilon, seed)
                     held.enter_context(hold_work_dir(run_dir))
-            runs = smoothing.run_grid(args.config, args.eps, args.seeds, out_dir, args.overrides)
+            try:
+                runs = smoothing.run_grid(
+                    args.config, args.eps, args.seeds, out_dir, args.overrides
+                )
+            except TrainingInterrupted as stop:
+                return stopped(stop)
         records = smoothing.collect(runs)
         paths = smoothing.write_report(records, out_dir)
     summary = smoothing.summarise(records)
@@ -74,4 +80,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def run(argv: list[str] | None = None) -> int:
     """`main`, with the errors a user can act on printed as one line; returns the exit status."""
-    return common.run_command(main, argv, lambda: (*common.training_errors(), FileNotFoundError))
+    return run_training_command(main, argv, (FileNotFoundError,))

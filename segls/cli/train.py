@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from segls import config
-from segls.cli.common import run_command, training_errors
+from segls.cli.training import run_training_command, stopped
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | int:
     """Load the config with overrides, train, and return the final validation scores."""
     args = parse_args(argv)
     cfg = config.load(args.config, args.overrides)
@@ -64,11 +64,15 @@ def main(argv: list[str] | None = None) -> dict:
     from segls.train.lock import hold_work_dir
 
     with hold_work_dir(work_dir):
-        from segls.train import train  # the training stack, once the config has passed its checks
+        # the training stack, once the config has passed its checks
+        from segls.train import TrainingInterrupted, train
 
-        return train(cfg, work_dir, resume=args.resume, overwrite=args.overwrite)
+        try:
+            return train(cfg, work_dir, resume=args.resume, overwrite=args.overwrite)
+        except TrainingInterrupted as stop:
+            return stopped(stop)
 
 
 def run(argv: list[str] | None = None) -> int:
     """`main`, with the errors a user can act on printed as one line; returns the exit status."""
-    return run_command(main, argv, training_errors)
+    return run_training_command(main, argv)
