@@ -50,6 +50,7 @@ ALLOWED_WRITERS = {
     ("segls/data/sample.py", "image writer"): "tifffile encodes into an in-memory buffer",
     ("benchmarks/memory.py", "open for writing"): "/proc/self/clear_refs resets the peak RSS",
     ("segls/plan/timing.py", "torch.save"): "into an in-memory buffer, to time a checkpoint",
+    ("segls/train/lock.py", "file removal"): "the lock file, removed as the run lets it go",
     (
         "benchmarks/tensorboard_view.py",
         "temporary files",

@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from segls.io import append_text
 from segls.train.workdir import WorkDirError, cannot_write, check_writable
 
 __all__ = ["LOCK_NAME", "WorkDirLock", "hold_work_dir"]
@@ -302,5 +303,4 @@ def _log_note(work_dir: Path, note: str) -> None:
     print(note, flush=True)
     log = work_dir / "train.log"
     if log.is_file():
-        with open(log, "a", encoding="utf-8") as handle:
-            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {note}\n")
+        append_text(log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {note}\n")
