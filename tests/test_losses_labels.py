@@ -10,7 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segls.losses import label_smooth_softmax_ce, lovasz_softmax
+from segls.losses import (
+    LabelSmoothSoftmaxCE,
+    LossOptions,
+    build_criterion,
+    label_smooth_softmax_ce,
+    lovasz_softmax,
+)
 
 BACKENDS = [
     pytest.param("torch", marks=pytest.mark.triton_parent),
@@ -181,3 +187,114 @@ def test_unchecked_out_of_range_labels_count_as_ignored_with_upsampling(backend,
     expected.backward()
     torch.testing.assert_close(got.double(), expected.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad.double(), reference_in.grad, rtol=0, atol=1e-6)
+
+
+UNSIGNED = [
+    pytest.param(torch.uint16, id="uint16"),
+    pytest.param(torch.uint32, id="uint32"),
+    pytest.param(torch.uint64, id="uint64"),
+]
+
+
+def unsigned_case(dtype, seed=0):
+    """Logits, int64 labels in [0, 19) with a quarter ignored (255), and those labels as ``dtype``."""
+    logits, labels = make_case(torch.int64, 19, 255, seed=seed)
+    return logits, labels, labels.to(dtype)
+
+
+def loss_and_grad(logits, labels, **options):
+    """The loss (per pixel) and its gradient for a fresh copy of the logits."""
+    x = logits.clone().requires_grad_()
+    loss = label_smooth_softmax_ce(x, labels, 0.1, reduction="none", **options)
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss, grad
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("check_labels", [True, False])
+@pytest.mark.parametrize("dtype", UNSIGNED)
+def test_unsigned_labels_equal_pytorch_on_int64(backend, check_labels, dtype):
+    """torch.from_numpy of a 16-bit mask gives uint16, on which torch has no min/max."""
+    logits, labels, unsigned = unsigned_case(dtype)
+    got = loss_and_grad(logits, unsigned, backend=backend, check_labels=check_labels)
+    reference_in = logits.double().requires_grad_()
+    expected = F.cross_entropy(
+        reference_in, labels, ignore_index=255, label_smoothing=0.1, reduction="none"
+    )
+    expected.sum().backward()
+    torch.testing.assert_close(got[0].double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1].double(), reference_in.grad, rtol=0, atol=1e-6)
+    module = LabelSmoothSoftmaxCE(0.1, backend=backend, check_labels=check_labels)
+    torch.testing.assert_close(module(logits, unsigned), module(logits, labels), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", UNSIGNED)
+def test_unsigned_labels_with_upsampling_equal_pytorch_on_int64(backend, dtype):
+    logits, labels, unsigned = unsigned_case(dtype, seed=2)
+    x = logits[:, :, ::2, ::2].clone().requires_grad_()
+    got = label_smooth_softmax_ce(x, unsigned, 0.1, backend=backend, upsample="bilinear")
+    (grad,) = torch.autograd.grad(got, x)
+    reference_in = x.detach().double().requires_grad_()
+    expected = interpolated_cross_entropy(reference_in, labels, 255)
+    expected.backward()
+    torch.testing.assert_close(got.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.double(), reference_in.grad, rtol=0, atol=1e-6)
+
+
+@pytest.mark.triton_parent
+@pytest.mark.parametrize("dtype", UNSIGNED)
+def test_unsigned_labels_in_the_lovasz_term_equal_int64(dtype):
+    logits, labels, unsigned = unsigned_case(dtype, seed=3)
+    torch.testing.assert_close(lovasz_softmax(logits, unsigned), lovasz_softmax(logits, labels))
+    objective = build_criterion(LossOptions(0.1), lovasz_weight=0.5)
+    torch.testing.assert_close(objective(logits, unsigned), objective(logits, labels))
+    upsampling = build_criterion(LossOptions(0.1), upsample="bilinear", lovasz_weight=0.5)
+    small = logits[:, :, ::2, ::2]
+    torch.testing.assert_close(upsampling(small, unsigned), upsampling(small, labels))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", UNSIGNED)
+def test_unsigned_65535_is_a_bad_label_when_ignore_index_is_255(backend, dtype):
+    """As for int64 labels: out of range (named, or ignored unchecked), never wrapped."""
+    logits, labels, _ = unsigned_case(torch.int64, seed=4)
+    labels.view(-1)[:3] = 65535
+    with pytest.raises(ValueError, match="labels contain 65535 but C = 19"):
+        label_smooth_softmax_ce(logits, labels.to(dtype), backend=backend)
+    with pytest.raises(ValueError, match="labels contain 65535 but C = 19"):
+        lovasz_softmax(logits, labels.to(dtype))
+    got = label_smooth_softmax_ce(logits, labels.to(dtype), backend=backend, check_labels=False)
+    expected = F.cross_entropy(
+        logits.double(), torch.where(labels < 19, labels, 255), ignore_index=255,
+        label_smoothing=0.1,
+    )  # fmt: skip
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+    labels = torch.where(labels == 255, 0, labels)
+    as_index = label_smooth_softmax_ce(
+        logits, labels.to(dtype), ignore_index=65535, backend=backend
+    )
+    expected = F.cross_entropy(logits.double(), labels, ignore_index=65535, label_smoothing=0.1)
+    torch.testing.assert_close(as_index.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("ignore_index", [255, -1])
+def test_uint64_labels_from_2_to_the_63_are_bad_labels_never_wrapped(backend, ignore_index):
+    """2**64 − 1 is −1 as int64: it must not match ignore_index=−1 nor be reported as −1."""
+    logits, labels, unsigned = unsigned_case(torch.uint64, seed=5)
+    unsigned.view(-1)[:2] = torch.tensor([2**64 - 1, 2**63], dtype=torch.uint64)
+    message = "labels contain 9223372036854775808, 18446744073709551615 but C = 19"
+    for loss in (label_smooth_softmax_ce, lovasz_softmax):
+        options = {"backend": backend} if loss is label_smooth_softmax_ce else {}
+        with pytest.raises(ValueError, match=message):
+            loss(logits, unsigned, ignore_index=ignore_index, **options)
+    got = label_smooth_softmax_ce(
+        logits, unsigned, ignore_index=ignore_index, check_labels=False, backend=backend
+    )
+    reference = torch.where(labels == 255, ignore_index, labels)
+    reference.view(-1)[:2] = ignore_index
+    expected = F.cross_entropy(
+        logits.double(), reference, ignore_index=ignore_index, label_smoothing=0.1
+    )
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)

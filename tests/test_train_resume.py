@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import AUGMENTING, read_metrics, tiny_config, write_dataset
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from segls import config
 from segls.train import CheckpointError, checkpoint, train, validation
+from segls.train import logger as logger_module
 from segls.train.resume import check_resume_config
 
 
@@ -219,3 +221,52 @@ def test_resume_on_another_number_of_processes_keeps_the_total_batch_or_is_refus
     # The same number of processes with another batch is refused as before.
     with pytest.raises(CheckpointError, match="data.batch_size 2 -> 1"):
         check_resume_config(state, path, with_batch(cfg, 1), world_size=1)
+
+
+# ---- an evaluation's records as one unit ------------------------------------------------------
+
+
+class Killed(BaseException):
+    pass
+
+
+def kill_at_the_row(monkeypatch, tmp_path: Path, after_row: bool) -> Path:
+    """At the evaluation at iteration 4, copy the work dir as a SIGKILL would leave it (what is
+    on disk: nothing is flushed or closed later) just before or after its metrics.jsonl row,
+    then stop the run; returns the copy."""
+    real, killed = logger_module.append_text, tmp_path / "killed"
+
+    def appending(path, text):
+        if Path(path).name != "metrics.jsonl" or '"iter": 4,' not in text:
+            return real(path, text)
+        if after_row:
+            real(path, text)
+        shutil.copytree(Path(path).parent, killed)
+        raise Killed
+
+    monkeypatch.setattr(logger_module, "append_text", appending)
+    return killed
+
+
+@pytest.mark.parametrize("after_row", [False, True], ids=["before-the-row", "after-the-row"])
+def test_a_kill_at_an_evaluation_leaves_each_record_once_after_resume(
+    straight, tmp_path, monkeypatch, after_row
+):
+    cfg, reference = straight
+    killed = kill_at_the_row(monkeypatch, tmp_path, after_row)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "run")
+    monkeypatch.undo()
+    train(cfg, killed, resume=True)
+    assert_same_run(killed, reference)
+    events = EventAccumulator(str(killed), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    for tag in ("val/mIoU", "val/loss"):
+        assert [e.step for e in events.Scalars(tag)] == [2, 4, 6], tag
+    for tag in ("val/reliability", "val/sample_0"):
+        assert [e.step for e in events.Images(tag)] == [2, 4, 6], tag
+    expected = EventAccumulator(str(reference), size_guidance={"scalars": 0})
+    expected.Reload()
+    for tag in ("train/loss", "train/lr"):
+        ours = [(e.step, e.value) for e in events.Scalars(tag)]
+        assert ours == [(e.step, e.value) for e in expected.Scalars(tag)], tag

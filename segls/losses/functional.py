@@ -10,6 +10,7 @@ import torch
 
 from segls.losses import _torch, _upsample
 from segls.losses._composite import composite_loss, transforms_active
+from segls.losses._label_dtype import signed_labels
 from segls.losses.checks import check_inputs, check_weight_shape
 from segls.losses.options import ComputeOptions, LossOptions
 
@@ -82,6 +83,7 @@ def loss_with_options(
         check_inputs(logits, labels)
     else:
         _upsample.check_upsample_inputs(logits, labels)
+    labels = signed_labels(labels, logits.shape[1], options.ignore_index, options.check_labels)
     if options.weight is not None:
         check_weight_shape(options.weight, logits.shape[1])
         options = options.with_weight(options.weight.to(logits.device))

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segls.losses._label_dtype import signed_labels
 from segls.losses.checks import check_inputs, in_class_range, labelled_mask, raise_bad_labels
 from segls.losses.rules import lovasz_weight_problem
 
@@ -38,7 +39,7 @@ def lovasz_softmax(
     """
     check_inputs(logits, labels)
     num_classes = logits.shape[1]
-    labels = labels.reshape(-1)
+    labels = signed_labels(labels, num_classes, ignore_index, check_labels).reshape(-1)
     valid = labelled_mask(labels, ignore_index)
     in_range = in_class_range(labels, num_classes)
     if check_labels and bool((valid & ~in_range).any()):

@@ -151,15 +151,17 @@ def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
         raise
 
 
-def open_records(run: Run) -> None:
+def open_records(run: Run, eval_pending: bool = False) -> None:
     """Start writing into the work dir (rank 0): records, config.yaml; a killed save's leftovers go.
+
+    `eval_pending`: the checkpoint resumed from predates its evaluation (`RunLogger.open`).
 
     A write that fails (a read-only or full disk) is a one-line WorkDirError.
     """
     if not run.context.is_main:
         return
     try:
-        run.logger.open()
+        run.logger.open(eval_pending)
         for path in io.remove_stale_temp_files(run.work_dir):
             run.logger.info(f"removed {path}, left by a save that was interrupted")
         dump(run.cfg, run.work_dir / "config.yaml")

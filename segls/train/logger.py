@@ -113,6 +113,21 @@ def _wait_for_a_later_second(work_dir: Path) -> None:
         time.sleep(wait)
 
 
+def _scalars_at(work_dir: Path, step: int) -> list[tuple[str, float, float]]:
+    """(tag, value, wall time) of the scalars TensorBoard shows at `step`, but the val/* ones."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    guidance = {"scalars": 0, "images": 1, "tensors": 1, "histograms": 1, "audio": 1}
+    events = EventAccumulator(str(work_dir), size_guidance=guidance)
+    events.Reload()
+    kept = []
+    for tag in events.Tags()["scalars"]:
+        if not tag.startswith("val/"):
+            points = [e for e in events.Scalars(tag) if e.step == step]
+            kept += [(tag, e.value, e.wall_time) for e in points[-1:]]
+    return kept
+
+
 class TrainWindow:
     """Training statistics since the last log line; losses stay on the device until asked."""
 
@@ -162,14 +177,26 @@ class RunLogger:
         if not deferred:
             self.open()
 
-    def open(self) -> None:
-        """Create the work dir and start the records (once; nothing for an inactive logger)."""
+    def open(self, eval_pending: bool = False) -> None:
+        """Create the work dir and start the records (once; nothing for an inactive logger).
+
+        `eval_pending`: the checkpoint resumed from predates the evaluation due at its
+        iteration. Unless metrics.jsonl holds that evaluation's row (written last, see
+        `evaluation`), the run redoes it, so TensorBoard hides every event from that step on,
+        whatever part of the evaluation a killed run wrote; the other scalars of that step (the
+        train/* of its log line) are written again, as they were.
+        """
         if not self.active or self.writer is not None:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._trim_metrics(self.start_iter)
+        redo = eval_pending and self.start_iter > 0 and self.metrics_row(self.start_iter) is None
+        kept = _scalars_at(self.work_dir, self.start_iter) if redo else []
         _wait_for_a_later_second(self.work_dir)
-        self.writer = SummaryWriter(str(self.work_dir), purge_step=self.start_iter + 1)
+        purge_step = self.start_iter if redo else self.start_iter + 1
+        self.writer = SummaryWriter(str(self.work_dir), purge_step=purge_step)
+        for tag, value, wall_time in kept:
+            self.writer.add_scalar(tag, value, self.start_iter, walltime=wall_time)
         unwritten, self._unwritten = self._unwritten, []
         if unwritten:
             append_text(self.log_path, "".join(unwritten))
@@ -226,8 +253,19 @@ class RunLogger:
             return
         self.writer.add_image(tag, image, step, dataformats="HWC")
 
-    def evaluation(self, step: int, scores: dict, class_names: list[str]) -> None:
-        """Record one evaluation's scores: val/* scalars and a metrics.jsonl row."""
+    def evaluation(
+        self,
+        step: int,
+        scores: dict,
+        class_names: list[str],
+        images: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Record one evaluation as one unit: val/* scalars and `images`, then its metrics.jsonl row.
+
+        The row is written last, after TensorBoard's events are flushed: a run killed before
+        it left no row, and its resume redoes the evaluation with the partial events purged
+        (`open`); one killed after it left every record.
+        """
         if not self.active:
             return
         keys = ("loss", "mIoU", "mAcc", "aAcc", "mDice", "ECE", "NLL", "Brier")
@@ -236,6 +274,8 @@ class RunLogger:
         for name, iou in zip(class_names, scores["IoU"], strict=True):
             values[f"val/IoU/{name}"] = iou
         self.scalars(values, step)
+        for tag, image in (images or {}).items():
+            self.image(tag, image, step)
         self.writer.flush()
         row = {"iter": step, **json_safe(scores), "class_names": list(class_names)}
         append_text(self.metrics_path, json.dumps(row, allow_nan=False) + "\n")

@@ -77,7 +77,8 @@ def train(
             checkpoint.restore(run, state, resume_path)
         if records and run.context.is_main:
             clear_records(work_dir, records)
-        open_records(run)
+        pending_eval = state is not None and bool(state.get("eval_pending"))
+        open_records(run, pending_eval)
         if records:
             names = ", ".join(path.name for path in records)
             run.logger.info(f"deleted the previous run's records in {work_dir} ({names})")
@@ -86,7 +87,7 @@ def train(
         if state is not None:
             for line in [f"resumed from {resume_path} at iter {run.start_iter}", *changes]:
                 run.logger.info(line)
-        return _train_loop(run, pending_eval=state is not None and state.get("eval_pending"))
+        return _train_loop(run, pending_eval)
     except BaseException as error:
         with contextlib.suppress(OSError):  # a train.log on the full disk that ended the run
             run.logger.record(_ending(error))
@@ -191,8 +192,9 @@ def _finish_pending_eval(run: Run, validation: Validation) -> dict | None:
     """The evaluation due at the checkpoint's iteration, when the checkpoint predates it.
 
     If metrics.jsonl holds it, the run died after it and only best_miou is brought up to
-    date (best.pth is written before the record); else it runs now, and its scores are
-    returned.
+    date (best.pth and the TensorBoard records are written before the row); else it runs now
+    (`RunLogger.open` hid whatever part of its records a killed run left), and its scores
+    are returned.
     """
     row = run.logger.metrics_row(run.start_iter)
     if row is None:

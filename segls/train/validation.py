@@ -48,18 +48,19 @@ class Validation:
         return scores
 
     def record(self, iteration: int, scores: dict) -> None:
-        """Log the scores, reliability diagram and image panels of an evaluation (rank 0)."""
+        """Record the scores, reliability diagram and image panels of an evaluation (rank 0).
+
+        As one unit (`RunLogger.evaluation`): the metrics.jsonl row, which tells a resumed run
+        that the evaluation was done, comes after all of its TensorBoard records.
+        """
         if not distributed.is_main():
             return
-        data, logger = self.cfg.data, self.logger
-        logger.evaluation(iteration, scores, self.loader.dataset.class_names)
+        data = self.cfg.data
         title = f"val reliability, iter {iteration} (ECE {100 * scores['ECE']:.2f}%)"
-        logger.image(
-            "val/reliability", reliability_diagram(scores["calibration"], title), iteration
-        )
+        images = {"val/reliability": reliability_diagram(scores["calibration"], title)}
         panels = sample_panels(
             self.model, self.loader.dataset, self.cfg.runtime.vis_samples, self.device,
             self.settings, self.amp_dtype, data.mean, data.std, data.ignore_index,
         )  # fmt: skip
-        for index, image in enumerate(panels):
-            logger.image(f"val/sample_{index}", image, iteration)
+        images.update((f"val/sample_{index}", image) for index, image in enumerate(panels))
+        self.logger.evaluation(iteration, scores, self.loader.dataset.class_names, images)
