@@ -121,3 +121,20 @@ def raise_bad_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) 
         f"labels contain {shown} but C = {num_classes}: labels must be in [0, {num_classes - 1}] "
         f"or equal ignore_index={ignore_index}"
     )
+
+
+LABEL_CHECK_BREAK = (
+    "segls' label check reads the labels' min/max on the host, outside the graph (one graph "
+    "break, one host sync on GPU); pass check_labels=False for fullgraph=True"
+)
+
+
+@torch.compiler.disable(reason=LABEL_CHECK_BREAK)
+def check_labels_outside_graph(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """The label check under torch.compile, run eagerly: raise_bad_labels' ValueError.
+
+    It names the values and raises before the rest of the graph uses them, at the cost of one
+    graph break; a device-side assert (torch._assert_async) could not name them, and on CUDA
+    it would end the process's CUDA context.
+    """
+    class_index(labels, num_classes, ignore_index, check_labels=True)
