@@ -10,6 +10,8 @@ Linux with glibc only.
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 import torch.nn.functional as F
 
@@ -32,8 +34,29 @@ VARIANTS = {
 }
 
 
+def _cross_entropy(x, y, eps):
+    return F.cross_entropy(x, y, ignore_index=IGNORE, label_smoothing=eps)
+
+
+def _segls_unchecked(x, y, eps):
+    return label_smooth_softmax_ce(x, y, eps, check_labels=False)
+
+
+@cache
+def _compiled(loss_fn):
+    """``loss_fn`` under torch.compile (inductor): compiled at its first call, the warm-up."""
+    return torch.compile(loss_fn)
+
+
+# The peer a PyTorch user compares with now, and segls compiled (its plain-ops form, one graph).
+VARIANTS["compiled F.cross_entropy"] = lambda x, y, eps: _compiled(_cross_entropy)(x, y, eps)
+VARIANTS["compiled segls (check_labels=False)"] = lambda x, y, eps: _compiled(_segls_unchecked)(
+    x, y, eps
+)
+
+
 def _warm_step(name: str, shape, ignore_frac: float, eps: float):
-    """One fwd+bwd of a variant on fresh inputs, run twice to warm up."""
+    """One fwd+bwd of a variant on fresh inputs, run twice to warm up (and compile)."""
     logits, labels = make_inputs(tuple(shape), ignore_fraction=ignore_frac)
     step = fwd_bwd(lambda x, y: VARIANTS[name](x, y, eps), logits, labels)
     for _ in range(2):

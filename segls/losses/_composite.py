@@ -7,6 +7,11 @@ grad, is_grads_batched) need the loss as ordinary ops instead: ``composite_loss`
 loss through ``log_softmax``. ``functional`` sends calls under forward AD or a torch.func
 transform here, and the Functions' backward calls ``differentiable_grad`` when autograd records
 it. A variant that resamples the logits first can reuse it on ``F.interpolate``'s output.
+
+Under torch.compile the loss is this composite too (`composite_needed`): dynamo traces plain
+ops into the graph, while the Functions' backward reads autograd's state and functorch's
+wrappers, which dynamo cannot trace. ``functional`` checks the labels first, outside the
+graph (`checks.check_labels_outside_graph`).
 """
 
 from __future__ import annotations
@@ -52,10 +57,14 @@ def composite_loss(
     return torch.where(has_weight, loss_map.sum() / torch.where(has_weight, denom, 1.0), 0.0)
 
 
-def transforms_active(logits: torch.Tensor) -> bool:
-    """Whether forward-mode AD or a torch.func transform sees the logits (the Functions serve neither)."""
+def composite_needed(logits: torch.Tensor) -> bool:
+    """Whether the loss must be plain ops: under torch.compile, forward AD or a torch.func transform.
+
+    The Functions serve none of them: forward AD and the transforms need ordinary ops, and
+    dynamo cannot trace the functorch and autograd-state queries of their backward.
+    """
     if torch.compiler.is_compiling():
-        return False
+        return True
     if torch._C._are_functorch_transforms_active():
         return True
     return forward_ad.unpack_dual(logits).tangent is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from segls.losses._composite import transforms_active
+from segls.losses._composite import composite_needed
 from segls.losses._interpolation import upsampled_loss
 from segls.losses._upsample_torch import UpsampleLabelSmoothCEFunction
 from segls.losses.checks import check_inputs
@@ -61,7 +61,7 @@ def label_smooth_ce(
         from segls.losses._triton import check_device
 
         check_device(logits)
-    if transforms_active(logits) or torch.compiler.is_compiling():
+    if composite_needed(logits):
         return upsampled_loss(logits, labels, options, align_corners=align_corners)
     if use_triton:  # imports triton
         from segls.losses._upsample_triton import TritonUpsampleCEFunction as function

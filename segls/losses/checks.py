@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from segls.losses._label_dtype import signed_labels
 from segls.losses.rules import weight_problem
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -121,3 +122,21 @@ def raise_bad_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) 
         f"labels contain {shown} but C = {num_classes}: labels must be in [0, {num_classes - 1}] "
         f"or equal ignore_index={ignore_index}"
     )
+
+
+LABEL_CHECK_BREAK = (
+    "segls' label check reads the labels' min/max on the host, outside the graph (one graph "
+    "break, one host sync on GPU); pass check_labels=False for fullgraph=True"
+)
+
+
+@torch.compiler.disable(reason=LABEL_CHECK_BREAK)
+def check_labels_outside_graph(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """The label check under torch.compile, run eagerly: raise_bad_labels' ValueError.
+
+    It names the values and raises before the rest of the graph uses them, at the cost of one
+    graph break; a device-side assert (torch._assert_async) could not name them, and on CUDA
+    it would end the process's CUDA context.
+    """
+    labels = signed_labels(labels, num_classes, ignore_index, check_labels=True)
+    class_index(labels, num_classes, ignore_index, check_labels=True)

@@ -9,9 +9,14 @@ from functools import cache
 import torch
 
 from segls.losses import _torch, _upsample
-from segls.losses._composite import composite_loss, transforms_active
+from segls.losses._composite import composite_loss, composite_needed
 from segls.losses._label_dtype import signed_labels
-from segls.losses.checks import check_inputs, check_weight_shape
+from segls.losses.checks import (
+    LABEL_CHECK_BREAK,
+    check_inputs,
+    check_weight_shape,
+    class_index,
+)
 from segls.losses.options import ComputeOptions, LossOptions
 
 
@@ -45,8 +50,10 @@ def label_smooth_softmax_ce(
     ``check_labels=False`` such labels count as ignored, never a device-side assert.
 
     Backward, double backward, forward-mode AD, torch.func transforms (vmap, grad, jvp) and
-    batched gradients (``is_grads_batched``) all work. Under forward AD or a torch.func
-    transform the loss is computed from ordinary torch ops (``_composite``); a differentiable
+    batched gradients (``is_grads_batched``) all work. Under forward AD, a torch.func
+    transform or torch.compile the loss is computed from ordinary torch ops (``_composite``):
+    dynamo traces it as one graph (``fullgraph=True`` works) with ``check_labels=False``; the
+    label check runs outside the graph, one graph break per call. A differentiable
     backward (``create_graph=True``) recomputes it from the logits, which something must still
     refer to at that point.
 
@@ -79,10 +86,11 @@ def loss_with_options(
     logits: torch.Tensor, labels: torch.Tensor, options: LossOptions, compute: ComputeOptions
 ) -> torch.Tensor:
     """The loss with options checked already (the module's forward): check the inputs, dispatch."""
-    if compute.upsample is None:
-        check_inputs(logits, labels)
+    if options.check_labels and torch.compiler.is_compiling():
+        check_outside_graph(logits, labels, compute, options.ignore_index)
+        options = options.variant(check_labels=False)
     else:
-        _upsample.check_upsample_inputs(logits, labels)
+        _check_inputs(logits, labels, compute)
     labels = signed_labels(labels, logits.shape[1], options.ignore_index, options.check_labels)
     if options.weight is not None:
         check_weight_shape(options.weight, logits.shape[1])
@@ -90,13 +98,34 @@ def loss_with_options(
     use_triton = _use_triton(compute.backend, logits)
     if compute.upsample is not None:
         return _upsample.label_smooth_ce(logits, labels, options, compute.align_corners, use_triton)
-    if transforms_active(logits):
+    if composite_needed(logits):
         return composite_loss(logits, labels, options)
     if use_triton:
         from segls.losses import _triton
 
         return _triton.label_smooth_ce(logits, labels, options, compute.inplace)
     return _torch.LabelSmoothCEFunction.apply(logits, labels, options)
+
+
+def _check_inputs(logits: torch.Tensor, labels: torch.Tensor, compute: ComputeOptions) -> None:
+    """Shapes, dtypes and devices: metadata, which dynamo checks while it traces (no break)."""
+    if compute.upsample is None:
+        check_inputs(logits, labels)
+    else:
+        _upsample.check_upsample_inputs(logits, labels)
+
+
+@torch.compiler.disable(reason=LABEL_CHECK_BREAK)
+def check_outside_graph(
+    logits: torch.Tensor, labels: torch.Tensor, compute: ComputeOptions, ignore_index: int
+) -> None:
+    """The inputs' checks, then the labels', run eagerly under torch.compile: one graph break.
+
+    First, before any op, so that the break leaves no graph of the loss's own before it.
+    """
+    _check_inputs(logits, labels, compute)
+    labels = signed_labels(labels, logits.shape[1], ignore_index, check_labels=True)
+    class_index(labels, logits.shape[1], ignore_index, check_labels=True)
 
 
 def _use_triton(backend: str, logits: torch.Tensor) -> bool:

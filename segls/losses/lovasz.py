@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from segls.losses._label_dtype import signed_labels
-from segls.losses.checks import check_inputs, in_class_range, labelled_mask, raise_bad_labels
+from segls.losses.checks import (
+    check_inputs,
+    check_labels_outside_graph,
+    in_class_range,
+    labelled_mask,
+    raise_bad_labels,
+)
+from segls.losses.functional import check_outside_graph, loss_with_options
 from segls.losses.rules import lovasz_weight_problem
 
 
@@ -39,6 +46,9 @@ def lovasz_softmax(
     """
     check_inputs(logits, labels)
     num_classes = logits.shape[1]
+    if check_labels and torch.compiler.is_compiling():  # the one graph break, before any op
+        check_labels_outside_graph(labels, num_classes, ignore_index)
+        check_labels = False
     labels = signed_labels(labels, num_classes, ignore_index, check_labels).reshape(-1)
     valid = labelled_mask(labels, ignore_index)
     in_range = in_class_range(labels, num_classes)
@@ -96,7 +106,15 @@ class PlusLovasz(nn.Module):
         self.ignore_index = int(ignore_index)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = self.base(logits, labels)
+        options = getattr(self.base, "options", None)  # the cross-entropy's LossOptions
+        if torch.compiler.is_compiling() and options is not None and options.check_labels:
+            # The label check's graph break in this frame: in the base's, dynamo would resume
+            # the Lovász term below in a graph of its own, a second break.
+            check_outside_graph(logits, labels, self.base.compute, options.ignore_index)
+            options = options.variant(check_labels=False)
+            loss = loss_with_options(logits, labels, options, self.base.compute)
+        else:
+            loss = self.base(logits, labels)
         upsample = getattr(self.base, "upsample", None)
         if upsample is not None:
             logits = F.interpolate(
