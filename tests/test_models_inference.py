@@ -16,6 +16,7 @@ from torch import nn
 
 from segls import config
 from segls.models import build_model
+from segls.models.classes import predict_classes
 from segls.models.inference import (
     InferenceSettings,
     predict_logits,
@@ -222,3 +223,34 @@ def test_validation_during_training_uses_the_eval_section(tmp_path, monkeypatch)
     train(cfg, tmp_path / "run")
     # One validation image, then one panel; the window defaults to data.crop_size (32×32).
     assert seen == [InferenceSettings("slide", (32, 32), (21, 21), flip=True)] * 2
+
+
+class Neighbourhood(nn.Module):
+    """A 3×3 convolution with zero padding: window borders change the logits near them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        with_stride(self, 1)
+
+    def forward(self, images):
+        return self.conv(images)
+
+
+@pytest.mark.parametrize("size", [(37, 53), (12, 9), (16, 24), (41, 17)])
+@pytest.mark.parametrize(
+    ("crop", "stride"), [((16, 24), (10, 13)), ((8, 8), (8, 8)), ((7, 5), (2, 3))]
+)
+def test_predict_classes_band_by_band_equals_the_argmax_of_the_whole_logits(size, crop, stride):
+    model = Neighbourhood().eval()
+    images = torch.randn(2, 2, *size, generator=torch.Generator().manual_seed(1))
+    images[1, :, size[0] // 2, size[1] // 3] = float("nan")
+    settings = InferenceSettings("slide", crop_size=crop, stride=stride)
+    logits = predict_logits(model, images, None, settings)
+    ids, finite = predict_classes(model, images, settings)
+    assert ids.dtype == torch.uint8 and finite.tolist() == [True, False]
+    assert torch.equal(ids[0].long(), logits[0].argmax(0))
+    whole_ids, whole_finite = predict_classes(model, images[:1])
+    assert torch.equal(whole_ids[0].long(), predict_logits(model, images[:1])[0].argmax(0))
+    assert whole_finite.tolist() == [True]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from helpers import make_dataset, square_dataset
+from PIL import Image
 
 from segls import config
 from segls.cli import new_config, train
@@ -67,6 +69,43 @@ def test_blocking_problems_exit_1_and_cuda_without_cuda_is_a_clear_error(
     assert "--device cuda: CUDA is not available" in capsys.readouterr().err
     with pytest.raises(PlanError, match="with --device cpu"):
         resolve_device("cuda")
+
+
+def colour_code_masks(root, palette) -> np.ndarray:
+    """Save every mask under `root` as an RGB picture of `palette`; returns the training
+    masks' pixels per colour."""
+    pixels = np.zeros(len(palette), np.int64)
+    for path in sorted((root / "masks").rglob("*.png")):
+        ids = np.asarray(Image.open(path)) % len(palette)  # the ignore label 255 becomes an id
+        if path.parent.name == "train":
+            pixels += np.bincount(ids.ravel(), minlength=len(palette))
+        Image.fromarray(np.asarray(palette, np.uint8)[ids]).save(path)
+    return pixels
+
+
+def test_all_colour_masks_or_all_unreadable_images_are_one_error_naming_what_was_found(
+    tmp_path, capsys
+):
+    palette = [(0, 0, 0), (128, 0, 0), (0, 128, 0)]
+    make_dataset(tmp_path / "colour", "rgb8", counts={"train": 5, "val": 1}, classes_file=False)
+    pixels = colour_code_masks(tmp_path / "colour", palette)
+    argv = ["--out", str(tmp_path / "c.yaml"), "--device", "cpu"]
+    assert new_config.run([str(tmp_path / "colour"), *argv]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith(f"error: {tmp_path / 'colour'}: ")
+    assert "all 5 masks have 3 channels" in captured.err and "colour-coded" in captured.err
+    for colour, count in zip(palette, pixels, strict=True):
+        assert f"{colour} {count} px" in captured.err
+    assert not (tmp_path / "c.yaml").exists()
+
+    make_dataset(tmp_path / "broken", "rgb8", counts={"train": 4, "val": 2})
+    for path in (tmp_path / "broken" / "images").rglob("*.png"):
+        path.write_bytes(b"not a png")
+    assert new_config.run([str(tmp_path / "broken"), *argv]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "4 images cannot be read" in captured.err
+    assert str(tmp_path / "broken" / "images" / "train" / "train0.png") in captured.err
 
 
 def probe_times(step_of, monkeypatch) -> list[tuple]:

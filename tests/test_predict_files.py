@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,7 @@ from segls.predict import files as prediction_files
 from segls.predict.files import mask_array, unique_names, write_mask
 
 PALETTE = [[10, 20, 30], [200, 0, 0], [0, 250, 5]]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -88,13 +93,13 @@ def test_same_size_images_are_batched_without_changing_the_results(setup, tmp_pa
     (inputs / "c.tif").write_bytes((inputs / "a" / "x.tif").read_bytes())
     tool = infer_cli
     shapes = []
-    real_predict = prediction_files.predict_logits
+    real_predict = prediction_files.predict_classes
 
     def recording_predict(model, images, *args):
         shapes.append(tuple(images.shape))
         return real_predict(model, images, *args)
 
-    monkeypatch.setattr(prediction_files, "predict_logits", recording_predict)
+    monkeypatch.setattr(prediction_files, "predict_classes", recording_predict)
     paths = [str(config_path), str(checkpoint_path), str(inputs)]
     assert tool.main([*paths, "--out", str(tmp_path / "two"), "--batch-size", "2"]) == 0
     # Files in order: a/x, b/odd, b/x, c: a/x and b/x (32×32) make the first batch; the
@@ -221,3 +226,37 @@ def test_infer_writes_nothing_for_a_nan_prediction_names_the_image_and_exits_1(
         f"skipped {inputs / 'patchy.tif'}: its prediction holds NaN or inf, so no files" in errors
     )
     assert sorted(path.name for path in out.iterdir()) == ["good_mask.png", "good_overlay.png"]
+
+
+def run_limited(limit_mb: float, warmup: Path, argv: list[str]) -> subprocess.Popen:
+    """tests/infer_memory.py in a child: tools/infer.py `argv` with `limit_mb` MiB to spare."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+    command = [sys.executable, str(REPO / "tests" / "infer_memory.py"), str(limit_mb), str(warmup)]
+    return subprocess.Popen(
+        [*command, "--", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_an_image_too_large_for_memory_is_named_and_skipped_and_slide_mode_fits(setup, tmp_path):
+    # 1000x1000 2-channel uint16 (4 MiB; 8 MiB normalised): whole-image prediction needs about
+    # 200 MiB more than the process holds before it, sliding windows about 70 (docs/INFERENCE.md).
+    config_path, checkpoint_path, _, _, inputs = setup
+    big = tmp_path / "big.tif"
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(big, rng.integers(0, 65535, (1000, 1000, 2), dtype=np.uint16))
+    small, paths = inputs / "a" / "x.tif", [str(config_path), str(checkpoint_path)]
+    whole = run_limited(130, small, [*paths, str(big), str(small), "--out", str(tmp_path / "w")])
+    slide_args = ["--mode", "slide", "--crop", "256", "256", "--stride", "200", "200"]
+    slide = run_limited(130, small, [*paths, str(big), "--out", str(tmp_path / "s"), *slide_args])
+    whole_out, whole_err = whole.communicate(timeout=300)
+    assert "Traceback" not in whole_err, whole_err
+    assert json.loads(whole_out.splitlines()[-1])["code"] == 1
+    assert f"skipped {big}: not enough memory to predict this 1000x1000 image" in whole_err
+    assert sorted(path.name for path in (tmp_path / "w").iterdir()) == [
+        "x_mask.png", "x_overlay.png",
+    ]  # fmt: skip
+    slide_out, slide_err = slide.communicate(timeout=300)
+    assert "Traceback" not in slide_err, slide_err
+    assert json.loads(slide_out.splitlines()[-1])["code"] == 0  # within the 130 MiB limit
+    assert read_mask(tmp_path / "s" / "big_mask.png").shape == (1000, 1000)
+    assert (tmp_path / "s" / "big_overlay.png").stat().st_size > 0

@@ -12,7 +12,8 @@ PASCAL VOC's masks; greyscale with --raw-masks, 16-bit greyscale above 256 class
 <name>_overlay.png (the image blended with the dataset's palette), where <name> is the
 file's stem, prefixed with its folders when two inputs share a stem. Same-size images are predicted in batches of
 --batch-size. An unreadable image, or one whose prediction holds NaN or inf (no files are written for it),
-is reported and skipped; the exit code is then 1.
+or one that does not fit in memory to read or predict (no files either; --mode slide holds one
+row of windows at a time), is reported and skipped; the others are written; the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     # torch, the model and the prediction files, once the config has passed its checks
     from segls.cli.inference import setup_inference
     from segls.data import DataError
+    from segls.models import is_out_of_memory
     from segls.predict.files import Predictor, collect_images, mask_kind, unique_names
     from segls.runtime import progress
 
@@ -78,9 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     for path, name in zip(files, unique_names(files), strict=True):
         try:
             image = predictor.load(path)
-        except (DataError, OSError, ValueError) as error:
-            failed.append((path, str(error)))
-            bar.write(f"skipped {_described(path, str(error))}", file=sys.stderr)
+        except Exception as error:
+            if is_out_of_memory(error):
+                reason = f"not enough memory to read this image ({type(error).__name__})"
+            elif isinstance(error, (DataError, OSError, ValueError)):
+                reason = str(error)
+            else:
+                raise
+            failed.append((path, reason))
+            bar.write(f"skipped {_described(path, reason)}", file=sys.stderr)
             bar.update(1)
         else:
             bar.update(predictor.add(image, name))

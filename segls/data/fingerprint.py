@@ -29,6 +29,7 @@ from segls.data.fingerprint_checks import (
 from segls.data.image_stats import ImageSummary, bin_values, summarise_image, summarise_mask
 from segls.data.inventory import Inventory, Problem, ReadSettings
 from segls.data.readers import DataError, read_image, read_mask
+from segls.data.unusable import no_usable_pairs
 from segls.runtime import progress
 
 IGNORE_INDEX = 255
@@ -261,6 +262,16 @@ def fingerprint(inventory: Inventory, percentiles: Sequence[float]) -> Fingerpri
     percentiles = [float(q) for q in percentiles]
     names, source, reduce_zero = _class_spec(inventory)
     splits, problems = _stream(inventory, percentiles)
+    train_images = {str(path) for path in inventory.pairs.get(inventory.train_split, ([], []))[0]}
+    if train_images and not splits[inventory.train_split].records:
+        failed = [
+            problem
+            for problem in problems
+            if problem.files[:1] and problem.files[0] in train_images
+        ]
+        raise DataError(
+            no_usable_pairs(inventory.train_split, str(inventory.root), failed, len(train_images))
+        )
     seen = Counter()
     for stats in splits.values():
         seen.update({value: int(entry[0]) for value, entry in stats.mask_values.items()})

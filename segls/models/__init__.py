@@ -3,7 +3,7 @@
 `factory` builds an smp architecture from a model config; `weights` loads encoder weights
 from local files only; `checkpoint` reads checkpoint files and a model's weights for
 inference; `inference` runs a model on images of any size (whole or sliding windows, flips,
-scales).
+scales); `classes` predicts class ids alone, in bounded memory for sliding windows.
 """
 
 from segls.lazy import lazy_exports
@@ -19,6 +19,8 @@ _SOURCES = {
     "full_resolution": "inference",
     "load_weights": "checkpoint",
     "output_stride": "inference",
+    "is_out_of_memory": "classes",
+    "predict_classes": "classes",
     "predict_logits": "inference",
     "settings_from_config": "inference",
 }

@@ -12,6 +12,7 @@ scores and reliability diagram; all through `segls.io`.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from segls.config import Config
 from segls.data import DataError, build_transform, read_image, resolve_classes
 from segls.data.readers import IMAGE_EXTS
 from segls.io import write_json, write_png
-from segls.models import InferenceSettings, predict_logits
+from segls.models import InferenceSettings, is_out_of_memory, predict_classes, predict_logits
 from segls.predict.evaluation import nonfinite_cause
 from segls.predict.pictures import overlay
 from segls.predict.plots import reliability_diagram
@@ -218,13 +219,18 @@ class Predictor:
     def _run(self, group: list[tuple[torch.Tensor, str]]) -> int:
         """Predict one batch of same-size images and write their files; returns the count.
 
-        An image whose prediction holds NaN or inf gets no files: it goes to `refused`.
+        An image whose prediction holds NaN or inf, or that does not fit in memory (alone),
+        gets no files: it goes to `refused`. A batch that does not fit is retried image by image.
         """
-        batch = torch.stack([image for image, _ in group]).to(self.device)
-        logits = predict_logits(self.model, batch, None, self.settings, self.amp_dtype)
-        finite = torch.isfinite(logits).flatten(1).all(dim=1).tolist()
-        predictions = logits.argmax(dim=1).cpu()
-        data = self.cfg.data
+        try:
+            predictions, finite = self._predict([image for image, _ in group])
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            if len(group) > 1:
+                return sum(self._run([item]) for item in group)
+            self._refuse_for_memory(group[0], error)
+            return 1
         for position, (image, name) in enumerate(group):
             if not finite[position]:
                 cause = nonfinite_cause(image)
@@ -232,9 +238,58 @@ class Predictor:
                     (name, f"its prediction holds NaN or inf, so no files: {cause}")
                 )
                 continue
-            prediction = predictions[position]
-            write_mask(self.out_dir / f"{name}_mask.png", prediction, self.palette, self.raw_masks)
+            try:
+                self._write(image, predictions[position], name)
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                self._refuse_for_memory((image, name), error)
+                continue
+            self.written += 1
+        return len(group)
+
+    def _predict(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, list[bool]]:
+        """(N×H×W class ids on the CPU, N finite flags) of same-size images."""
+        batch = images[0].unsqueeze(0) if len(images) == 1 else torch.stack(images)
+        ids, finite = predict_classes(
+            self.model, batch.to(self.device), self.settings, self.amp_dtype
+        )
+        return ids.cpu(), finite.tolist()
+
+    def _write(self, image: torch.Tensor, prediction: torch.Tensor, name: str) -> None:
+        """Write one image's mask and overlay; neither is left behind if either fails."""
+        data = self.cfg.data
+        mask_path = self.out_dir / f"{name}_mask.png"
+        try:
+            write_mask(mask_path, prediction, self.palette, self.raw_masks)
             shown = overlay(image, prediction, self.palette, data.mean, data.std, self.alpha)
             write_png(self.out_dir / f"{name}_overlay.png", shown)
-        self.written += sum(finite)
-        return len(group)
+        except BaseException:
+            mask_path.unlink(missing_ok=True)
+            raise
+
+    def _refuse_for_memory(self, item: tuple[torch.Tensor, str], error: BaseException) -> None:
+        """Note that an image is too large to predict here, with what to do instead."""
+        image, name = item
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        height, width = image.shape[-2:]
+        hint = (
+            "use a smaller --crop"
+            if self.settings.mode == "slide"
+            else "use --mode slide --crop H W, which holds one row of windows at a time"
+        )
+        self.refused.append((
+            name,
+            f"not enough memory to predict this {height}x{width} image on {self.device} "
+            f"({_first_line(error)}); {hint}, or split the image",
+        ))  # fmt: skip
+
+
+def _first_line(error: BaseException) -> str:
+    """What failed, in a few words: the size of the allocation, or the error's first line."""
+    found = re.search(r"tried to allocate (\d+) bytes", str(error))
+    if found:
+        return f"an allocation of {int(found.group(1)) / 2**20:.0f} MiB failed"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

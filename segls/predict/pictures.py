@@ -34,6 +34,62 @@ def font_of_size(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+QUANTILE_PIXELS = 2**22  # pixels per channel the stretch's percentiles are taken from
+OVERLAY_ROWS = 256  # rows of an overlay blended at a time
+
+
+def _check_channels(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> None:
+    """ValueError unless `image` is C×H×W with one mean and std per channel."""
+    if image.ndim != 3:
+        raise ValueError(f"expected a C×H×W image, got shape {tuple(image.shape)}")
+    channels = image.shape[0]
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(
+            f"image has {channels} channels but mean/std have {len(mean)}/{len(std)} values; "
+            "pass the mean/std the data was normalised with"
+        )
+
+
+def _display_bounds(
+    image: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, stretch: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel values shown as black and white: the 1st and 99th percentiles, or 0 and 1.
+
+    Above QUANTILE_PIXELS pixels (torch.quantile takes at most 2**24 values) the percentiles
+    are those of an evenly strided sample of the rows and columns.
+    """
+    if not stretch:
+        return torch.zeros_like(mean), torch.ones_like(mean)
+    height, width = image.shape[-2:]
+    step = math.ceil(math.sqrt(height * width / QUANTILE_PIXELS))
+    flat = (image[:, ::step, ::step].float().cpu() * std + mean).flatten(1)
+    low = torch.quantile(flat, 0.01, dim=1).view(-1, 1, 1)
+    high = torch.quantile(flat, 0.99, dim=1).view(-1, 1, 1)
+    return low, high
+
+
+def _rgb_rows(image: torch.Tensor, mean, std, low, high) -> torch.Tensor:
+    """Rows of a normalised C×H×W image as uint8 H×W×3, black at `low` and white at `high`."""
+    image = image.detach().float().cpu() * std + mean
+    image = ((image - low) / (high - low).clamp_min(1e-12)).clamp(0, 1)
+    channels = image.shape[0]
+    if channels == 1:
+        rgb = image.expand(3, -1, -1)
+    elif channels == 2:
+        rgb = torch.stack([image[0], image[1], image[0]])
+    else:
+        rgb = image[:3]
+    return (rgb * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
+def _tensors(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mean` and `std` as C×1×1 float32 tensors."""
+    return (
+        torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1),
+        torch.tensor(std, dtype=torch.float32).view(-1, 1, 1),
+    )
+
+
 def displayable(
     image: torch.Tensor, mean: Sequence[float], std: Sequence[float], stretch: bool = True
 ) -> torch.Tensor:
@@ -44,31 +100,9 @@ def displayable(
     and more than 3 by their first three. With `stretch`, each channel's 1st..99th percentile
     range is stretched to full scale, so dim (e.g. 16-bit microscopy) images are visible.
     """
-    if image.ndim != 3:
-        raise ValueError(f"expected a C×H×W image, got shape {tuple(image.shape)}")
-    channels = image.shape[0]
-    if len(mean) != channels or len(std) != channels:
-        raise ValueError(
-            f"image has {channels} channels but mean/std have {len(mean)}/{len(std)} values; "
-            "pass the mean/std the data was normalised with"
-        )
-    image = image.detach().float().cpu()
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    image = image * std_t + mean_t
-    if stretch:
-        flat = image.flatten(1)
-        low = torch.quantile(flat, 0.01, dim=1).view(-1, 1, 1)
-        high = torch.quantile(flat, 0.99, dim=1).view(-1, 1, 1)
-        image = (image - low) / (high - low).clamp_min(1e-12)
-    image = image.clamp(0, 1)
-    if channels == 1:
-        rgb = image.expand(3, -1, -1)
-    elif channels == 2:
-        rgb = torch.stack([image[0], image[1], image[0]])
-    else:
-        rgb = image[:3]
-    return (rgb * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+    _check_channels(image, mean, std)
+    mean_t, std_t = _tensors(mean, std)
+    return _rgb_rows(image, mean_t, std_t, *_display_bounds(image, mean_t, std_t, stretch))
 
 
 def colorize(
@@ -206,7 +240,15 @@ def overlay(
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    shown = displayable(image, mean, std).float()
-    colours = colorize(prediction, palette).float()
-    blended = (1.0 - alpha) * shown + alpha * colours
-    return blended.round().clamp(0, 255).to(torch.uint8).numpy()
+    _check_channels(image, mean, std)
+    mean_t, std_t = _tensors(mean, std)
+    low, high = _display_bounds(image, mean_t, std_t, stretch=True)
+    height, width = image.shape[-2:]
+    blended = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, OVERLAY_ROWS):
+        rows = slice(top, top + OVERLAY_ROWS)
+        shown = _rgb_rows(image[:, rows], mean_t, std_t, low, high).float()
+        colours = colorize(prediction[rows], palette).float()
+        mixed = (1.0 - alpha) * shown + alpha * colours
+        blended[rows] = mixed.round().clamp(0, 255).to(torch.uint8).numpy()
+    return blended
