@@ -3,7 +3,7 @@ tools/check_tensorboard.py. It sits beside segls/ and is not installed: users ne
 
 `throughput` times training steps per speed switch; `loss_cpu` and `loss_gpu` time the loss
 against PyTorch's formulations, and `upsample` the loss with bilinear upsampling fused in
-against interpolating first (`losses`: what they share: the one-hot dense variant, steps
+against interpolating first, and `segformer` the peak memory of Segformer's own loss against it (`losses`: what they share: the one-hot dense variant, steps
 timed in turns, child processes); `reference` is the float64 dense loss, the random inputs
 and the tolerances that the tests and the GPU check compare the loss against; `memory`
 measures peaks, `report` writes the throughput table, `startup` times how fast a command reports a bad config, and
