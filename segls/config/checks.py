@@ -14,6 +14,7 @@ from typing import Any
 
 from segls import ConfigError
 from segls.config.convert import show
+from segls.config.model_checks import model_checks
 from segls.config.schema import OPTIMIZER_TYPES, Config
 from segls.data.names import CITYSCAPES_LABELS, LAYOUT_NAMES, SCALINGS
 from segls.losses.names import BACKENDS
@@ -123,6 +124,7 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "model.encoder_weights", weights_ok, "use null, imagenet or a file path"
     for name, instead in RESERVED_KWARGS.items():
         yield f"model.kwargs.{name}", name not in cfg.model.kwargs, f"remove it: {instead}"
+    yield from model_checks(cfg)
     yield from _loss_checks(cfg)
     yield from _fused_upsampling_checks(cfg)
     yield "optimizer.lr", opt.lr > 0, "the learning rate must be > 0"
