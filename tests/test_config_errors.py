@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +47,65 @@ def test_model_names_and_kwargs_are_checked_at_load(override, expected):
 )
 def test_timm_encoders_and_aliases_pass_the_load_check(override):
     config.load(CONFIG, [override])
+
+
+def billion_laughs(levels: int = 30) -> str:
+    """model.kwargs whose aliases expand to 9**levels values (a few hundred bytes of YAML)."""
+    lines = ["model:", "  kwargs:", "    x0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for i in range(1, levels):
+        lines.append(f"    x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_FILES = {
+    "binary.yaml": (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "binary.yaml is a binary file"),
+    "latin1.yaml": ("name: caf\xe9\n".encode("latin-1"), "not UTF-8 text (byte 0xe9"),
+    "deep_list.yaml": (
+        ("data:\n  mean: " + "[" * 5000 + "]" * 5000 + "\n").encode(),
+        "nested more than 100 levels deep",
+    ),
+    "deep_map.yaml": (
+        ("model:\n  kwargs: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n").encode(),
+        "nested more than 100 levels deep",
+    ),
+    "laughs.yaml": (billion_laughs().encode(), "expand to more than 100,000 values"),
+    "cycle.yaml": (b"model:\n  kwargs: &a {x: *a}\n", "an alias refers to the collection"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_FILES))
+def test_hostile_files_are_one_line_at_once(tmp_path, name):
+    content, expected = HOSTILE_FILES[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    start = time.perf_counter()
+    message = load_error(path)
+    assert time.perf_counter() - start < 1.0
+    assert expected in message and name in message
+
+
+def test_a_deep_override_is_one_line():
+    assert "nested more than 100 levels" in load_error(overrides=["data.mean=" + "[" * 5000])
+
+
+def test_the_command_line_reports_hostile_files_in_one_line_before_torch(tmp_path):
+    for name, (content, _) in HOSTILE_FILES.items():
+        (tmp_path / name).write_bytes(content)
+    code = (
+        "import sys, time\n"
+        "from segls.cli import train\n"
+        "for path in sys.argv[1:]:\n"
+        "    assert train.run([path]) == 1\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    paths = [str(tmp_path / name) for name in sorted(HOSTILE_FILES)]
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, *paths], env=env, capture_output=True, text=True
+    )
+    assert time.perf_counter() - start < 2.0 * len(paths)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    errors = done.stderr.splitlines()
+    assert len(errors) == len(paths) and all(line.startswith("error: ") for line in errors)
