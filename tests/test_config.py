@@ -43,8 +43,8 @@ def load_error(path: Path, overrides=()) -> str:
 # --- _base_ merging ---------------------------------------------------------------------------
 
 
-def test_empty_file_gives_defaults(tmp_path):
-    assert config.load(write(tmp_path / "empty.yaml", "")) == Config()
+def test_a_file_with_only_defaults_gives_defaults(tmp_path):
+    assert config.load(write(tmp_path / "c.yaml", "name: ''\n")) == Config()
 
 
 def test_bases_merge_in_order_and_file_wins(tmp_path):
@@ -183,18 +183,18 @@ def test_later_override_wins_over_earlier_and_over_files(tmp_path):
 
 @pytest.mark.parametrize("override", ["schedule.max_iters", "=3", "a..b=1", "data.x y=1"])
 def test_malformed_override_shows_the_expected_form(tmp_path, override):
-    message = load_error(write(tmp_path / "c.yaml", ""), [override])
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), [override])
     assert repr(override) in message and "key.path=value" in message
 
 
 def test_override_with_invalid_yaml_value(tmp_path):
-    message = load_error(write(tmp_path / "c.yaml", ""), ["data.crop_size=[1, 2"])
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), ["data.crop_size=[1, 2"])
     assert "data.crop_size=[1, 2" in message and "not valid YAML" in message
 
 
 def test_overrides_must_be_a_list_not_a_string(tmp_path):
     with pytest.raises(TypeError, match="list of strings"):
-        config.load(write(tmp_path / "c.yaml", ""), "runtime.seed=1")
+        config.load(write(tmp_path / "c.yaml", "name: ''\n"), "runtime.seed=1")
 
 
 # --- YAML scalars -------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
 
 
 def test_unknown_key_from_override_names_the_override(tmp_path):
-    message = load_error(write(tmp_path / "c.yaml", ""), ["runtime.sead=3"])
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), ["runtime.sead=3"])
     assert "command-line override 'runtime.sead=3'" in message
     assert "did you mean 'runtime.seed'?" in message
 
@@ -273,7 +273,7 @@ def test_unknown_key_from_override_names_the_override(tmp_path):
     ],
 )
 def test_wrong_type_names_key_value_and_expected_type(tmp_path, override, key, shown, expected):
-    message = load_error(write(tmp_path / "c.yaml", ""), [override])
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), [override])
     assert f"{key} = {shown} is " in message and expected in message
     assert "command-line override" in message
 
@@ -365,7 +365,7 @@ def test_ints_become_floats_and_optionals_accept_null_or_value(tmp_path):
     ],
 )
 def test_bad_values_name_key_value_and_remedy(tmp_path, overrides, key, hint):
-    message = load_error(write(tmp_path / "c.yaml", ""), overrides)
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), overrides)
     assert key in message and hint in message
     assert "command-line override" in message or "(the default)" in message
 
@@ -383,7 +383,7 @@ def test_good_edge_values_pass(tmp_path):
         "model.arch=deeplabv3+",
         "model.kwargs.upsampling=1",
     ]
-    cfg = config.load(write(tmp_path / "c.yaml", ""), overrides)
+    cfg = config.load(write(tmp_path / "c.yaml", "name: ''\n"), overrides)
     assert cfg.runtime.device == "cuda:3" and cfg.data.ignore_index == -100
 
 
@@ -571,7 +571,7 @@ def test_every_float_key_refuses_nan_and_inf(key, bad):
 
 
 def test_a_nan_override_is_refused_naming_the_override(tmp_path):
-    message = load_error(write(tmp_path / "c.yaml", ""), ["data.mean=[.nan,0.3,0.2]"])
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), ["data.mean=[.nan,0.3,0.2]"])
     assert message == (
         "command-line override 'data.mean=[.nan,0.3,0.2]': data.mean = [nan, 0.3, 0.2]: "
         "give finite numbers: NaN and inf are not allowed"

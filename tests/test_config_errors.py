@@ -109,3 +109,38 @@ def test_the_command_line_reports_hostile_files_in_one_line_before_torch(tmp_pat
     assert done.stdout.strip() == "[]"
     errors = done.stderr.splitlines()
     assert len(errors) == len(paths) and all(line.startswith("error: ") for line in errors)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n# and another\n"])
+def test_an_empty_or_comment_only_file_is_refused(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert "c.yaml is empty (or holds only comments)" in load_error(path)
+
+
+def test_a_duplicated_key_is_refused_naming_both_lines(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\n")
+    (tmp_path / "b.yaml").write_text("name: b\n")
+    path = tmp_path / "c.yaml"
+    path.write_text("_base_: a.yaml\n_base_: b.yaml\n")
+    message = load_error(path)
+    assert "c.yaml: line 2: the key '_base_' is given twice (also on line 1)" in message
+    path.write_text("data:\n  batch_size: 2\n  crop: 1\n  batch_size: 4\n")
+    assert "line 4: the key 'batch_size' is given twice" in load_error(path)
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("x: &d {batch_size: 2}\ndata: {<<: *d, batch_size: 4}\n")
+    assert "unknown key 'x'" in load_error(path)  # loaded; only the unknown key is refused
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("schedule.max_iters=" + "1" + "0" * 30, "use at most 1,000,000,000"),
+        ("data.class_names=[a, a, b]", "give each class its own name (['a'] repeat)"),
+    ],
+)
+def test_values_accepted_silently_before_are_refused(override, expected):
+    assert expected in load_error(overrides=[override])

@@ -76,6 +76,10 @@ _LOSS_KEYS = {  # the config key of each loss option (segls.losses.LossOptions)
     "weight": "loss.class_weight",
     "lovasz_weight": "loss.lovasz_weight",
 }
+# Upper bounds on what no run can use, so that a slip of the keyboard fails at load rather
+# than as a hang or an allocation failure later. max_iters: a billion iterations is four months
+# at 100 iterations/s, and beyond 2**53 the schedule's float arithmetic loses iterations.
+MAX_ITERS = 10**9
 _NON_EMPTY = ("data.root", "data.train_split", "data.val_split", "model.arch", "model.encoder")
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")
 
@@ -104,6 +108,8 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     per_channel = f"give one value per input channel (data.in_channels = {channels})"
     yield "data.num_classes", classes >= 2, "use 2 or more (binary: background + foreground)"
     yield "data.class_names", len(data.class_names) in (0, classes), f"give {per_class}, or []"
+    repeated = sorted({name for name in data.class_names if data.class_names.count(name) > 1})
+    yield "data.class_names", not repeated, f"give each class its own name ({repeated} repeat)"
     yield "data.palette", len(data.palette) in (0, classes), f"give {per_class}, or []"
     rgb_ok = all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in data.palette)
     yield "data.palette", rgb_ok, "write each colour as [r, g, b] with values in 0..255"
@@ -135,6 +141,8 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "optimizer.grad_clip", clip_ok, "use a max norm > 0, or null for no clipping"
     ema_ok = opt.ema_decay is None or 0 < opt.ema_decay < 1
     yield "optimizer.ema_decay", ema_ok, "use a decay in (0, 1), e.g. 0.99, or null for no EMA"
+    iters_ok = sched.max_iters <= MAX_ITERS
+    yield "schedule.max_iters", iters_ok, f"use at most {MAX_ITERS:,} (4 months at 100 iters/s)"
     warmup_ok = 0 <= sched.warmup_iters <= sched.max_iters
     yield "schedule.warmup_iters", warmup_ok, f"use 0 up to schedule.max_iters = {sched.max_iters}"
     after_warmup = sched.max_iters - sched.warmup_iters

@@ -75,6 +75,22 @@ class _Loader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                key_node, yaml.ScalarNode
+            ):
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in seen:
+                raise _Refused(
+                    f"line {line}: the key {key!r} is given twice (also on line {seen[key]}), "
+                    "and only the last would count; remove one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
     def construct_document(self, node: yaml.Node) -> Any:
         if _expanded_size(node, {}) > MAX_NODES:
             raise _Refused(
@@ -173,7 +189,10 @@ def _read_mapping(path: Path) -> dict:
     except yaml.YAMLError as error:
         raise ConfigError(f"{_display(path)} is not valid YAML: {_one_line(error)}") from None
     if data is None:
-        return {}
+        raise ConfigError(
+            f"{_display(path)} is empty (or holds only comments); give the keys to set, or "
+            "_base_: a config to start from (configs/README.md)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"{_display(path)}: the top level is a {type(data).__name__}, expected a mapping "
