@@ -144,3 +144,50 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path):
 )
 def test_values_accepted_silently_before_are_refused(override, expected):
     assert expected in load_error(overrides=[override])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.crop_size=[100000,100000]", "data.crop_size = [100000, 100000]: use at most 16384"),
+        ("data.scale_range=[1e4,1e4]", "data.scale_range = [10000.0, 10000.0]: use factors of"),
+        ("eval.scales=[1e4]", "eval.scales = [10000.0]: use factors of at most 10"),
+        ("eval.crop_size=[20000,64]", "eval.crop_size = [20000, 64]: use at most 16384"),
+    ],
+)
+def test_sizes_that_cannot_be_allocated_are_refused_at_load(override, key):
+    assert key in load_error(overrides=[override])
+
+
+ALLOCATOR = (
+    "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried"
+)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("segls.train.loop.train_one_iter", "training at iter 1 ran out of memory"),
+        ("segls.train.validation.Validation.scores", "the evaluation at iter 2 ran out of memory"),
+    ],
+)
+def test_an_allocation_failure_in_training_or_evaluation_names_the_settings(
+    tmp_path, monkeypatch, capsys, target, expected
+):
+    from helpers import tiny_config, write_dataset
+
+    from segls.cli.common import run_command, training_errors
+    from segls.train import train
+
+    cfg = tiny_config(write_dataset(tmp_path / "data"))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"{ALLOCATOR} to allocate 1600000000000 bytes.")
+
+    monkeypatch.setattr(target, fail)
+    status = run_command(lambda argv: train(cfg, tmp_path / "work"), [], training_errors)
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(errors) == 1
+    assert errors[0].startswith(f"error: {expected} (") and "can't allocate memory" in errors[0]
+    setting = "data.batch_size" if "training" in expected else "eval.scales"
+    assert f"lower {setting}" in errors[0]

@@ -79,7 +79,11 @@ _LOSS_KEYS = {  # the config key of each loss option (segls.losses.LossOptions)
 # Upper bounds on what no run can use, so that a slip of the keyboard fails at load rather
 # than as a hang or an allocation failure later. max_iters: a billion iterations is four months
 # at 100 iterations/s, and beyond 2**53 the schedule's float arithmetic loses iterations.
+# A crop side of 16,384 pixels is 3 GiB per float image in a batch; a scale factor of 10 turns
+# a 2,048-pixel image into a 20,480-pixel one (5 GiB of float pixels) and no recipe needs more.
 MAX_ITERS = 10**9
+MAX_CROP_SIDE = 16_384
+MAX_SCALE = 10.0
 _NON_EMPTY = ("data.root", "data.train_split", "data.val_split", "model.arch", "model.encoder")
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")
 
@@ -123,9 +127,12 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "data.ignore_index", not collides, f"use a value outside 0..{classes - 1}, e.g. 255"
     crop_ok = len(data.crop_size) == 2 and min(data.crop_size) > 0
     yield "data.crop_size", crop_ok, "give [height, width] as two positive ints"
+    crop_fits = max(data.crop_size, default=0) <= MAX_CROP_SIDE
+    yield "data.crop_size", crop_fits, f"use at most {MAX_CROP_SIDE} pixels a side"
     low, high = (data.scale_range + [0.0, 0.0])[:2]
     scale_ok = len(data.scale_range) == 2 and 0 < low <= high
     yield "data.scale_range", scale_ok, "give [low, high] with 0 < low <= high, or [1.0, 1.0]"
+    yield "data.scale_range", high <= MAX_SCALE, f"use factors of at most {MAX_SCALE:g}"
     weights_ok = cfg.model.encoder_weights != ""
     yield "model.encoder_weights", weights_ok, "use null, imagenet or a file path"
     for name, instead in RESERVED_KWARGS.items():
@@ -202,6 +209,10 @@ def _eval_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "eval.stride", fits, advice
     scales_ok = len(scales) > 0 and all(0 < scale < float("inf") for scale in scales)
     yield "eval.scales", scales_ok, "give one or more finite factors > 0, e.g. [0.75, 1.0, 1.25]"
+    big_ok = all(scale <= MAX_SCALE for scale in scales)
+    yield "eval.scales", big_ok, f"use factors of at most {MAX_SCALE:g}"
+    crop_fits = max(crop, default=0) <= MAX_CROP_SIDE
+    yield "eval.crop_size", crop_fits, f"use at most {MAX_CROP_SIDE} pixels a side"
 
 
 def _finite(value: Any) -> bool:
