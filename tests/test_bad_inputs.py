@@ -73,7 +73,7 @@ def test_a_config_that_constructs_python_objects_is_refused(tmp_path):
 )
 def test_new_config_keys_are_checked(tmp_path, override, message):
     path = tmp_path / "c.yaml"
-    path.write_text("")
+    path.write_text("name: c\n")
     with pytest.raises(ConfigError, match=message):
         config.load(path, [override])
 

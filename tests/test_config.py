@@ -43,8 +43,8 @@ def load_error(path: Path, overrides=()) -> str:
 # --- _base_ merging ---------------------------------------------------------------------------
 
 
-def test_empty_file_gives_defaults(tmp_path):
-    assert config.load(write(tmp_path / "empty.yaml", "")) == Config()
+def test_a_file_with_only_defaults_gives_defaults(tmp_path):
+    assert config.load(write(tmp_path / "c.yaml", "name: ''\n")) == Config()
 
 
 def test_bases_merge_in_order_and_file_wins(tmp_path):
@@ -90,9 +90,9 @@ def test_delete_marker_replaces_inherited_mapping(tmp_path):
     write(tmp_path / "base.yaml", "model: {kwargs: {decoder_channels: [8, 8, 8, 8, 8]}}\n")
     top = write(
         tmp_path / "top.yaml",
-        "_base_: base.yaml\nmodel: {kwargs: {_delete_: true, upsampling: 2}}\n",
+        "_base_: base.yaml\nmodel: {kwargs: {_delete_: true, decoder_use_norm: false}}\n",
     )
-    assert config.load(top).model.kwargs == {"upsampling": 2}
+    assert config.load(top).model.kwargs == {"decoder_use_norm": False}
 
 
 def test_base_paths_are_relative_to_the_including_file(tmp_path, monkeypatch):
@@ -152,7 +152,9 @@ def test_missing_config_file(tmp_path):
 
 
 def test_overrides_set_scalars_lists_null_and_nested_keys(tmp_path):
-    base = write(tmp_path / "c.yaml", "model: {encoder_weights: imagenet, kwargs: {a: 1}}\n")
+    base = write(
+        tmp_path / "c.yaml", "model: {encoder_weights: imagenet, kwargs: {encoder_depth: 5}}\n"
+    )
     cfg = config.load(
         base,
         [
@@ -169,7 +171,7 @@ def test_overrides_set_scalars_lists_null_and_nested_keys(tmp_path):
     assert cfg.optimizer.lr == pytest.approx(3e-4)
     assert cfg.data.crop_size == [256, 256]
     assert cfg.model.encoder_weights is None
-    assert cfg.model.kwargs == {"a": 1, "decoder_channels": [128, 64, 32, 16, 8]}
+    assert cfg.model.kwargs == {"encoder_depth": 5, "decoder_channels": [128, 64, 32, 16, 8]}
     assert cfg.data.class_names == ["a", "b c", "1"]
     assert cfg.data.root == "some dir/with=equals"
 
@@ -181,18 +183,18 @@ def test_later_override_wins_over_earlier_and_over_files(tmp_path):
 
 @pytest.mark.parametrize("override", ["schedule.max_iters", "=3", "a..b=1", "data.x y=1"])
 def test_malformed_override_shows_the_expected_form(tmp_path, override):
-    message = load_error(write(tmp_path / "c.yaml", ""), [override])
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), [override])
     assert repr(override) in message and "key.path=value" in message
 
 
 def test_override_with_invalid_yaml_value(tmp_path):
-    message = load_error(write(tmp_path / "c.yaml", ""), ["data.crop_size=[1, 2"])
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), ["data.crop_size=[1, 2"])
     assert "data.crop_size=[1, 2" in message and "not valid YAML" in message
 
 
 def test_overrides_must_be_a_list_not_a_string(tmp_path):
     with pytest.raises(TypeError, match="list of strings"):
-        config.load(write(tmp_path / "c.yaml", ""), "runtime.seed=1")
+        config.load(write(tmp_path / "c.yaml", "name: ''\n"), "runtime.seed=1")
 
 
 # --- YAML scalars -------------------------------------------------------------------------
@@ -240,7 +242,7 @@ def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
 
 
 def test_unknown_key_from_override_names_the_override(tmp_path):
-    message = load_error(write(tmp_path / "c.yaml", ""), ["runtime.sead=3"])
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), ["runtime.sead=3"])
     assert "command-line override 'runtime.sead=3'" in message
     assert "did you mean 'runtime.seed'?" in message
 
@@ -271,7 +273,7 @@ def test_unknown_key_from_override_names_the_override(tmp_path):
     ],
 )
 def test_wrong_type_names_key_value_and_expected_type(tmp_path, override, key, shown, expected):
-    message = load_error(write(tmp_path / "c.yaml", ""), [override])
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), [override])
     assert f"{key} = {shown} is " in message and expected in message
     assert "command-line override" in message
 
@@ -288,7 +290,7 @@ def test_ints_become_floats_and_optionals_accept_null_or_value(tmp_path):
         """
         optimizer: {lr: 1, betas: [0, 1e-1], grad_clip: 2}
         loss: {lb_pos: null, class_weight: [1, 2, 3]}
-        model: {kwargs: {anything: [1, {b: null}]}}
+        model: {kwargs: {decoder_channels: [1, {b: null}]}}
         data: null
         """,
     )
@@ -297,7 +299,7 @@ def test_ints_become_floats_and_optionals_accept_null_or_value(tmp_path):
     assert all(type(b) is float for b in cfg.optimizer.betas)
     assert cfg.optimizer.grad_clip == 2.0 and type(cfg.optimizer.grad_clip) is float
     assert cfg.loss.lb_pos is None and cfg.loss.class_weight == [1.0, 2.0, 3.0]
-    assert cfg.model.kwargs == {"anything": [1, {"b": None}]}
+    assert cfg.model.kwargs == {"decoder_channels": [1, {"b": None}]}
     assert cfg.data == config.DataConfig()
 
 
@@ -363,7 +365,7 @@ def test_ints_become_floats_and_optionals_accept_null_or_value(tmp_path):
     ],
 )
 def test_bad_values_name_key_value_and_remedy(tmp_path, overrides, key, hint):
-    message = load_error(write(tmp_path / "c.yaml", ""), overrides)
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), overrides)
     assert key in message and hint in message
     assert "command-line override" in message or "(the default)" in message
 
@@ -381,7 +383,7 @@ def test_good_edge_values_pass(tmp_path):
         "model.arch=deeplabv3+",
         "model.kwargs.upsampling=1",
     ]
-    cfg = config.load(write(tmp_path / "c.yaml", ""), overrides)
+    cfg = config.load(write(tmp_path / "c.yaml", "name: ''\n"), overrides)
     assert cfg.runtime.device == "cuda:3" and cfg.data.ignore_index == -100
 
 
@@ -410,7 +412,7 @@ def test_validate_and_from_dict_check_python_made_configs():
 
 def test_dump_round_trip_of_a_real_config(tmp_path):
     cfg = config.load(CONFIGS / "unet_resnet18_scratch_64x64_600.yaml")
-    cfg.model.kwargs = {"decoder_channels": [64, 32, 16, 8, 4], "nested": {"x": "1e-3"}}
+    cfg.model.kwargs = {"decoder_channels": [64, 32, 16, 8, 4], "decoder_use_norm": {"x": "1e-3"}}
     cfg.data.palette = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
     out = tmp_path / "work" / "config.yaml"
     config.dump(cfg, out)
@@ -447,10 +449,11 @@ _scalar_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), 
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    names=st.lists(_scalar_text, min_size=3, max_size=3),
+    names=st.lists(_scalar_text, min_size=3, max_size=3, unique=True),
     lr=st.floats(min_value=1e-12, max_value=1e3),
     kwargs=st.dictionaries(
-        st.sampled_from(["a", "b", "c"]), st.one_of(_scalar_text, st.integers())
+        st.sampled_from(["decoder_use_norm", "decoder_interpolation", "decoder_attention_type"]),
+        st.one_of(_scalar_text, st.integers()),
     ),
     crop=st.lists(st.integers(1, 10_000), min_size=2, max_size=2),
 )
@@ -568,7 +571,7 @@ def test_every_float_key_refuses_nan_and_inf(key, bad):
 
 
 def test_a_nan_override_is_refused_naming_the_override(tmp_path):
-    message = load_error(write(tmp_path / "c.yaml", ""), ["data.mean=[.nan,0.3,0.2]"])
+    message = load_error(write(tmp_path / "c.yaml", "name: ''\n"), ["data.mean=[.nan,0.3,0.2]"])
     assert message == (
         "command-line override 'data.mean=[.nan,0.3,0.2]': data.mean = [nan, 0.3, 0.2]: "
         "give finite numbers: NaN and inf are not allowed"

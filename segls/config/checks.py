@@ -14,6 +14,7 @@ from typing import Any
 
 from segls import ConfigError
 from segls.config.convert import show
+from segls.config.model_checks import model_checks
 from segls.config.schema import OPTIMIZER_TYPES, Config
 from segls.data.names import CITYSCAPES_LABELS, LAYOUT_NAMES, SCALINGS
 from segls.losses.names import BACKENDS
@@ -75,6 +76,14 @@ _LOSS_KEYS = {  # the config key of each loss option (segls.losses.LossOptions)
     "weight": "loss.class_weight",
     "lovasz_weight": "loss.lovasz_weight",
 }
+# Upper bounds on what no run can use, so that a slip of the keyboard fails at load rather
+# than as a hang or an allocation failure later. max_iters: a billion iterations is four months
+# at 100 iterations/s, and beyond 2**53 the schedule's float arithmetic loses iterations.
+# A crop side of 16,384 pixels is 3 GiB per float image in a batch; a scale factor of 10 turns
+# a 2,048-pixel image into a 20,480-pixel one (5 GiB of float pixels) and no recipe needs more.
+MAX_ITERS = 10**9
+MAX_CROP_SIDE = 16_384
+MAX_SCALE = 10.0
 _NON_EMPTY = ("data.root", "data.train_split", "data.val_split", "model.arch", "model.encoder")
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")
 
@@ -103,6 +112,8 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     per_channel = f"give one value per input channel (data.in_channels = {channels})"
     yield "data.num_classes", classes >= 2, "use 2 or more (binary: background + foreground)"
     yield "data.class_names", len(data.class_names) in (0, classes), f"give {per_class}, or []"
+    repeated = sorted({name for name in data.class_names if data.class_names.count(name) > 1})
+    yield "data.class_names", not repeated, f"give each class its own name ({repeated} repeat)"
     yield "data.palette", len(data.palette) in (0, classes), f"give {per_class}, or []"
     rgb_ok = all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in data.palette)
     yield "data.palette", rgb_ok, "write each colour as [r, g, b] with values in 0..255"
@@ -116,13 +127,17 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "data.ignore_index", not collides, f"use a value outside 0..{classes - 1}, e.g. 255"
     crop_ok = len(data.crop_size) == 2 and min(data.crop_size) > 0
     yield "data.crop_size", crop_ok, "give [height, width] as two positive ints"
+    crop_fits = max(data.crop_size, default=0) <= MAX_CROP_SIDE
+    yield "data.crop_size", crop_fits, f"use at most {MAX_CROP_SIDE} pixels a side"
     low, high = (data.scale_range + [0.0, 0.0])[:2]
     scale_ok = len(data.scale_range) == 2 and 0 < low <= high
     yield "data.scale_range", scale_ok, "give [low, high] with 0 < low <= high, or [1.0, 1.0]"
+    yield "data.scale_range", high <= MAX_SCALE, f"use factors of at most {MAX_SCALE:g}"
     weights_ok = cfg.model.encoder_weights != ""
     yield "model.encoder_weights", weights_ok, "use null, imagenet or a file path"
     for name, instead in RESERVED_KWARGS.items():
         yield f"model.kwargs.{name}", name not in cfg.model.kwargs, f"remove it: {instead}"
+    yield from model_checks(cfg)
     yield from _loss_checks(cfg)
     yield from _fused_upsampling_checks(cfg)
     yield "optimizer.lr", opt.lr > 0, "the learning rate must be > 0"
@@ -133,6 +148,8 @@ def _special_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "optimizer.grad_clip", clip_ok, "use a max norm > 0, or null for no clipping"
     ema_ok = opt.ema_decay is None or 0 < opt.ema_decay < 1
     yield "optimizer.ema_decay", ema_ok, "use a decay in (0, 1), e.g. 0.99, or null for no EMA"
+    iters_ok = sched.max_iters <= MAX_ITERS
+    yield "schedule.max_iters", iters_ok, f"use at most {MAX_ITERS:,} (4 months at 100 iters/s)"
     warmup_ok = 0 <= sched.warmup_iters <= sched.max_iters
     yield "schedule.warmup_iters", warmup_ok, f"use 0 up to schedule.max_iters = {sched.max_iters}"
     after_warmup = sched.max_iters - sched.warmup_iters
@@ -192,6 +209,10 @@ def _eval_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     yield "eval.stride", fits, advice
     scales_ok = len(scales) > 0 and all(0 < scale < float("inf") for scale in scales)
     yield "eval.scales", scales_ok, "give one or more finite factors > 0, e.g. [0.75, 1.0, 1.25]"
+    big_ok = all(scale <= MAX_SCALE for scale in scales)
+    yield "eval.scales", big_ok, f"use factors of at most {MAX_SCALE:g}"
+    crop_fits = max(crop, default=0) <= MAX_CROP_SIDE
+    yield "eval.crop_size", crop_fits, f"use at most {MAX_CROP_SIDE} pixels a side"
 
 
 def _finite(value: Any) -> bool:

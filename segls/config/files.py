@@ -40,8 +40,85 @@ _OVERRIDE_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]
 OVERRIDE_FORM = "key.path=value, e.g. schedule.max_iters=2000 or data.crop_size=[256,256]"
 
 
+# Bounds that no config comes near, so that a hostile or broken file fails at once: PyYAML
+# composes nested nodes recursively (5,000 levels: a RecursionError), and aliases share one
+# node however often they repeat (a "billion laughs" file is small, its expansion is not).
+MAX_DEPTH = 100
+MAX_NODES = 100_000
+
+
+class _Refused(Exception):
+    """A YAML document the loader will not build: too deep, or too large once expanded."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans (true/false only) and exponent floats such as 1e-3."""
+    """SafeLoader with YAML 1.2 booleans (true/false only) and exponent floats such as 1e-3.
+
+    It also refuses nesting deeper than MAX_DEPTH and documents whose aliases expand to more
+    than MAX_NODES nodes (`_Refused`).
+    """
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass: type) -> None:  # noqa: N803 (PyYAML's)
+        if self.flow_level >= MAX_DEPTH:  # before the scanner slows down on deep [[[...
+            raise _Refused(f"line {self.line + 1}: nested more than {MAX_DEPTH} levels deep")
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise _Refused(f"line {line}: nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                key_node, yaml.ScalarNode
+            ):
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in seen:
+                raise _Refused(
+                    f"line {line}: the key {key!r} is given twice (also on line {seen[key]}), "
+                    "and only the last would count; remove one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        if _expanded_size(node, {}) > MAX_NODES:
+            raise _Refused(
+                f"its anchors and aliases (&name, *name) expand to more than {MAX_NODES:,} "
+                "values; write the values out, or use fewer aliases"
+            )
+        return super().construct_document(node)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` stands for with every alias written out (each node counted once)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        if known < 0:
+            line = node.start_mark.line + 1
+            raise _Refused(f"line {line}: an alias refers to the collection that holds it")
+        return known
+    sizes[id(node)] = -1
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(
+            _expanded_size(key, sizes) + _expanded_size(value, sizes) for key, value in node.value
+        )
+    else:
+        size = 1
+    sizes[id(node)] = min(size, MAX_NODES + 1)
+    return size
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -82,18 +159,40 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def _one_line(error: yaml.YAMLError) -> str:
+    """A PyYAML error as one line: what is wrong and where (its str() spans several lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or " ".join(str(error).split())
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def _read_mapping(path: Path) -> dict:
     """Parse one YAML file whose top level must be a mapping (an empty file is {})."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read config file {_display(path)}: {error.strerror}") from None
+    if b"\0" in raw:
+        raise ConfigError(f"{_display(path)} is a binary file, not a YAML config; check the path")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{_display(path)} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset "
+            f"{error.start}); save it as UTF-8"
+        ) from None
     try:
         data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except _Refused as error:
+        raise ConfigError(f"{_display(path)}: {error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{_display(path)} is not valid YAML: {error}") from None
+        raise ConfigError(f"{_display(path)} is not valid YAML: {_one_line(error)}") from None
     if data is None:
-        return {}
+        raise ConfigError(
+            f"{_display(path)} is empty (or holds only comments); give the keys to set, or "
+            "_base_: a config to start from (configs/README.md)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"{_display(path)}: the top level is a {type(data).__name__}, expected a mapping "
@@ -168,6 +267,8 @@ def parse_override(text: str) -> tuple[dict, str]:
         raise ConfigError(f"malformed override {text!r}: expected {OVERRIDE_FORM}")
     try:
         value = yaml.load(raw_value, Loader=_Loader)  # _Loader is a SafeLoader
+    except _Refused as error:
+        raise ConfigError(f"override {key}=...: {error}") from None
     except yaml.YAMLError as error:
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(

@@ -10,9 +10,11 @@ import segmentation_models_pytorch as smp
 import timm
 from torch import nn
 
+from segls import ConfigError
 from segls.models import weights
 from segls.models.names import (
     ARCH_CLASS_NAMES,
+    ENCODER_ALIASES,
     HEAD_UPSAMPLING_CLASS_NAMES,
     LOSS_UPSAMPLE,
     RESERVED_KWARGS,
@@ -23,8 +25,6 @@ from segls.models.names import (
 ARCHS: dict[str, type[nn.Module]] = {
     name: getattr(smp, class_name) for name, class_name in ARCH_CLASS_NAMES.items()
 }
-
-ENCODER_ALIASES = {"efficientnet-lite0": weights.LITE0_ENCODER}
 
 # The smp classes whose head ends in a bilinear upsampling (see HEAD_UPSAMPLING_CLASS_NAMES).
 # Their SegmentationHead upsamples with nn.Upsample(mode="bilinear", align_corners=True).
@@ -52,13 +52,19 @@ def build_model(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     weights.check_weights(model_cfg.encoder_weights, encoder_name)
-    model = arch_class(
-        encoder_name=encoder_name,
-        encoder_weights=None,
-        in_channels=in_channels,
-        classes=num_classes,
-        **kwargs,
-    )
+    try:
+        model = arch_class(
+            encoder_name=encoder_name,
+            encoder_weights=None,
+            in_channels=in_channels,
+            classes=num_classes,
+            **kwargs,
+        )
+    except (ValueError, TypeError, AssertionError) as error:  # smp's checks of its arguments
+        raise ConfigError(
+            f"smp.{arch_class.__name__} with model.encoder {encoder_name!r} and model.kwargs "
+            f"{model_cfg.kwargs or {}} refused them: {' '.join(str(error).split())}; change model.kwargs"
+        ) from None
     check_no_empty_layers(model, arch_class.__name__, kwargs)
     if model_cfg.encoder_weights is not None:
         weights.load_encoder_weights(model.encoder, model_cfg.encoder_weights, encoder_name)
@@ -95,7 +101,7 @@ def arch_class_for(arch: str) -> type[nn.Module]:
     """The smp class for a case-insensitive architecture name."""
     key = str(arch).strip().lower()
     if key not in ARCHS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown model.arch {arch!r}.{_suggest(key, list(ARCHS))} "
             f"Valid names (case-insensitive): {', '.join(ARCHS)}"
         )
@@ -109,7 +115,7 @@ def resolve_encoder(encoder: str) -> str:
         if timm.is_model(name[3:]):
             return name
         suggestion = _suggest(name, ["tu-" + model for model in timm.list_models()])
-        raise ValueError(
+        raise ConfigError(
             f"unknown model.encoder {encoder!r}: timm has no model '{name[3:]}'.{suggestion}"
         )
     smp_names = smp.encoders.get_encoder_names()
@@ -119,7 +125,7 @@ def resolve_encoder(encoder: str) -> str:
         suggestion = f" timm has it: use 'tu-{name}'."
     else:
         suggestion = _suggest(name, smp_names + list(ENCODER_ALIASES))
-    raise ValueError(
+    raise ConfigError(
         f"unknown model.encoder {encoder!r}.{suggestion} Valid names: "
         "smp.encoders.get_encoder_names(), 'efficientnet-lite0', or any timm model as 'tu-<name>'."
     )
@@ -148,7 +154,7 @@ def check_kwargs(arch_class: type[nn.Module], kwargs: dict | None) -> dict:
         raise TypeError(f"model.kwargs must be a mapping, got {type(kwargs).__name__}")
     reserved = [f"{key} ({RESERVED_KWARGS[key]})" for key in kwargs if key in RESERVED_KWARGS]
     if reserved:
-        raise ValueError(f"model.kwargs may not set {'; '.join(reserved)}")
+        raise ConfigError(f"model.kwargs may not set {'; '.join(reserved)}")
     parameters = inspect.signature(arch_class).parameters.values()
     accepted = [
         p.name
@@ -158,7 +164,7 @@ def check_kwargs(arch_class: type[nn.Module], kwargs: dict | None) -> dict:
     unknown = [key for key in kwargs if key not in accepted]
     if unknown:
         hints = "".join(_suggest(key, accepted) for key in unknown)
-        raise ValueError(
+        raise ConfigError(
             f"model.kwargs {unknown} are not arguments of smp.{arch_class.__name__}.{hints} "
             f"Accepted: {', '.join(accepted)}"
         )

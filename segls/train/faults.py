@@ -1,4 +1,4 @@
-"""What training does when something goes wrong: non-finite steps and stop signals.
+"""What training does when something goes wrong: non-finite steps, stop signals, memory.
 
 - A step whose loss or gradients hold inf/NaN is skipped and leaves the model as it was,
   BatchNorm statistics included (`nonfinite`, `snapshot_buffers`, `restore_buffers`); with
@@ -17,15 +17,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from segls import NonFiniteError
+from segls import ConfigError, NonFiniteError
 from segls.runtime import distributed
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "agree",
     "check_finite_weights",
     "interrupt",
+    "lower_on_oom",
     "nonfinite_flag",
     "overflow_flag",
     "restore_buffers",
@@ -249,3 +251,33 @@ def interrupt(signum: int, iteration: int, saved: Path) -> TrainingInterrupted:
     """
     distributed.barrier()
     return TrainingInterrupted(signum, iteration, str(saved))
+
+
+# What to lower when a training step or an evaluation cannot allocate its tensors.
+TRAIN_MEMORY = "data.batch_size, data.crop_size or the high end of data.scale_range"
+EVAL_MEMORY = (
+    "eval.scales, data.val_batch_size, or predict in windows (eval.mode=slide with a smaller "
+    "eval.crop_size)"
+)
+_ALLOCATION_TEXTS = ("can't allocate memory", "out of memory", "insufficient memory")
+
+
+def is_allocation_failure(error: BaseException) -> bool:
+    """Whether `error` says memory ran out: MemoryError, torch's OOM, the CPU allocator, cv2."""
+    if isinstance(error, MemoryError | torch.OutOfMemoryError):
+        return True
+    readers = isinstance(error, RuntimeError) or type(error).__module__.startswith("cv2")
+    return readers and any(text in str(error).lower() for text in _ALLOCATION_TEXTS)
+
+
+@contextlib.contextmanager
+def lower_on_oom(what: str, settings: str) -> Iterator[None]:
+    """Turn an allocation failure inside the block into one ConfigError naming `settings`."""
+    try:
+        yield
+    except Exception as error:
+        if not is_allocation_failure(error):
+            raise
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "memory" in line.lower()), type(error).__name__)
+        raise ConfigError(f"{what} ran out of memory ({reason}); lower {settings}") from error

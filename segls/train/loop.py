@@ -209,13 +209,14 @@ def _step(run: Run, iteration: int) -> Iteration:
     """Iteration `iteration`: set its learning rate, train on the next batch, average weights."""
     lr = learning_rate(iteration - 1, run.cfg.optimizer, run.cfg.schedule)
     set_lr(run.optimizer, lr)
-    images, labels = next(run.batches)
-    images = images.to(run.device, non_blocking=True, memory_format=run.memory_format)
-    labels = labels.to(run.device, non_blocking=True)
-    step = train_one_iter(
-        run.train_model, run.objective, images, labels, run.optimizer, run.scaler,
-        run.amp_dtype, run.cfg.optimizer.grad_clip, run.stop,
-    )  # fmt: skip
+    with faults.lower_on_oom(f"training at iter {iteration}", faults.TRAIN_MEMORY):
+        images, labels = next(run.batches)
+        images = images.to(run.device, non_blocking=True, memory_format=run.memory_format)
+        labels = labels.to(run.device, non_blocking=True)
+        step = train_one_iter(
+            run.train_model, run.objective, images, labels, run.optimizer, run.scaler,
+            run.amp_dtype, run.cfg.optimizer.grad_clip, run.stop,
+        )  # fmt: skip
     if run.ema is not None:
         update_ema(run.ema, run.model)
     bad = _nonfinite_images(run.batches, images) if step.skipped else []
@@ -298,7 +299,8 @@ def _validate(run: Run, validation: Validation, iteration: int, window: TrainWin
     """
     start = time.perf_counter()
     distributed.broadcast_buffers(validation.model)
-    scores = validation.scores(iteration)
+    with faults.lower_on_oom(f"the evaluation at iter {iteration}", faults.EVAL_MEMORY):
+        scores = validation.scores(iteration)
     if scores["mIoU"] > run.best_miou:
         run.best_miou = scores["mIoU"]
         checkpoint.save(run, iteration, [run.work_dir / "best.pth"])
