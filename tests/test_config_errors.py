@@ -176,7 +176,7 @@ def test_an_allocation_failure_in_training_or_evaluation_names_the_settings(
 ):
     from helpers import tiny_config, write_dataset
 
-    from segls.cli.common import run_command, training_errors
+    from segls.cli.training import run_training_command
     from segls.train import train
 
     cfg = tiny_config(write_dataset(tmp_path / "data"))
@@ -185,7 +185,7 @@ def test_an_allocation_failure_in_training_or_evaluation_names_the_settings(
         raise RuntimeError(f"{ALLOCATOR} to allocate 1600000000000 bytes.")
 
     monkeypatch.setattr(target, fail)
-    status = run_command(lambda argv: train(cfg, tmp_path / "work"), [], training_errors)
+    status = run_training_command(lambda argv: train(cfg, tmp_path / "work"), [])
     errors = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(errors) == 1
     assert errors[0].startswith(f"error: {expected} (") and "can't allocate memory" in errors[0]

@@ -19,7 +19,6 @@ _SOURCES = {
     "full_resolution": "inference",
     "load_weights": "checkpoint",
     "output_stride": "inference",
-    "is_out_of_memory": "classes",
     "predict_classes": "classes",
     "predict_logits": "inference",
     "settings_from_config": "inference",

@@ -23,17 +23,7 @@ from segls.models.inference import (
     window_starts,
 )
 
-__all__ = ["is_out_of_memory", "predict_classes"]
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether `error` is an allocation that failed (host or GPU memory)."""
-    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
-        return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and (
-        "can't allocate memory" in text or "out of memory" in text.lower()
-    )
+__all__ = ["predict_classes"]
 
 
 def _ids_dtype(num_classes: int) -> torch.dtype:

@@ -25,12 +25,12 @@ from torch.utils.data import DataLoader
 from segls.config import Config
 from segls.data import DataError, build_transform, read_image, resolve_classes
 from segls.data.readers import IMAGE_EXTS
-from segls.io import write_json, write_png
-from segls.models import InferenceSettings, is_out_of_memory, predict_classes, predict_logits
+from segls.io import remove_files, write_json, write_png
+from segls.models import InferenceSettings, predict_classes, predict_logits
 from segls.predict.evaluation import nonfinite_cause
 from segls.predict.pictures import overlay
 from segls.predict.plots import reliability_diagram
-from segls.runtime import progress
+from segls.runtime import is_out_of_memory, progress
 
 __all__ = [
     "Predictor",
@@ -265,7 +265,7 @@ class Predictor:
             shown = overlay(image, prediction, self.palette, data.mean, data.std, self.alpha)
             write_png(self.out_dir / f"{name}_overlay.png", shown)
         except BaseException:
-            mask_path.unlink(missing_ok=True)
+            remove_files([mask_path])
             raise
 
     def _refuse_for_memory(self, item: tuple[torch.Tensor, str], error: BaseException) -> None:

@@ -15,6 +15,7 @@ _SOURCES = {
     "autocast": "device",
     "configure": "device",
     "derived_seed": "seeds",
+    "is_out_of_memory": "device",
     "get_rng_state": "seeds",
     "progress": "distributed",
     "resolve_device": "device",

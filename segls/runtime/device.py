@@ -100,3 +100,14 @@ def configure(runtime_cfg) -> torch.device:
     device = resolve_device(runtime_cfg.device)
     seed_everything(runtime_cfg.seed)
     return device
+
+
+_ALLOCATION_TEXTS = ("can't allocate memory", "out of memory", "insufficient memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` says memory ran out: MemoryError, torch's OOM, the CPU allocator, cv2."""
+    if isinstance(error, MemoryError | torch.OutOfMemoryError):
+        return True
+    readers = isinstance(error, RuntimeError) or type(error).__module__.startswith("cv2")
+    return readers and any(text in str(error).lower() for text in _ALLOCATION_TEXTS)

@@ -28,6 +28,7 @@ from torch import nn
 
 from segls import ConfigError, NonFiniteError
 from segls.runtime import distributed
+from segls.runtime.device import is_out_of_memory
 
 __all__ = [
     "NonFiniteError",
@@ -259,15 +260,6 @@ EVAL_MEMORY = (
     "eval.scales, data.val_batch_size, or predict in windows (eval.mode=slide with a smaller "
     "eval.crop_size)"
 )
-_ALLOCATION_TEXTS = ("can't allocate memory", "out of memory", "insufficient memory")
-
-
-def is_allocation_failure(error: BaseException) -> bool:
-    """Whether `error` says memory ran out: MemoryError, torch's OOM, the CPU allocator, cv2."""
-    if isinstance(error, MemoryError | torch.OutOfMemoryError):
-        return True
-    readers = isinstance(error, RuntimeError) or type(error).__module__.startswith("cv2")
-    return readers and any(text in str(error).lower() for text in _ALLOCATION_TEXTS)
 
 
 @contextlib.contextmanager
@@ -276,7 +268,7 @@ def lower_on_oom(what: str, settings: str) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if not is_allocation_failure(error):
+        if not is_out_of_memory(error):
             raise
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         reason = next((line for line in lines if "memory" in line.lower()), type(error).__name__)
