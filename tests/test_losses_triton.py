@@ -390,6 +390,7 @@ def test_cpu_tensors_need_cuda_without_the_interpreter():
         "x, y = torch.randn(2, 3, 4), torch.zeros(2, 4, dtype=torch.long)\n"
         "loss(x, y)\n"
         "assert 'triton' not in sys.modules, 'auto on CPU imported triton'\n"
+        "assert 'torch._dynamo' not in sys.modules, 'the loss imported dynamo'\n"
         "try:\n"
         "    loss(x, y, backend='triton')\n"
         "except ValueError as error:\n"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -130,7 +131,25 @@ LABEL_CHECK_BREAK = (
 )
 
 
-@torch.compiler.disable(reason=LABEL_CHECK_BREAK)
+def outside_graph(fn: Callable[..., None]) -> Callable[..., None]:
+    """`fn` run eagerly under torch.compile (``torch.compiler.disable``, one graph break).
+
+    The disabled function is made at the first call, not at import: ``torch.compiler.disable``
+    imports dynamo (and triton), which a loss used without compile must not pay for.
+    """
+    disabled: Callable[..., None] | None = None
+
+    @functools.wraps(fn)
+    def call(*args: object, **kwargs: object) -> None:
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(fn, reason=LABEL_CHECK_BREAK)
+        disabled(*args, **kwargs)
+
+    return call
+
+
+@outside_graph
 def check_labels_outside_graph(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
     """The label check under torch.compile, run eagerly: raise_bad_labels' ValueError.
 

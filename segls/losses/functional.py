@@ -12,10 +12,10 @@ from segls.losses import _torch, _upsample
 from segls.losses._composite import composite_loss, composite_needed
 from segls.losses._label_dtype import signed_labels
 from segls.losses.checks import (
-    LABEL_CHECK_BREAK,
     check_inputs,
     check_weight_shape,
     class_index,
+    outside_graph,
 )
 from segls.losses.options import ComputeOptions, LossOptions
 
@@ -115,7 +115,7 @@ def _check_inputs(logits: torch.Tensor, labels: torch.Tensor, compute: ComputeOp
         _upsample.check_upsample_inputs(logits, labels)
 
 
-@torch.compiler.disable(reason=LABEL_CHECK_BREAK)
+@outside_graph
 def check_outside_graph(
     logits: torch.Tensor, labels: torch.Tensor, compute: ComputeOptions, ignore_index: int
 ) -> None:
