@@ -1,6 +1,7 @@
 """Session-wide test set-up."""
 
 import os
+import socket
 
 import pytest
 import torch
@@ -46,3 +47,18 @@ def restore_torch_globals():
     torch.use_deterministic_algorithms(deterministic)
     torch.set_num_threads(threads)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network connection succeeds, and torch's and Hugging Face's caches are empty, so an
+    example that would download weights fails."""
+
+    def refuse(*args, **kwargs):
+        raise ConnectionRefusedError("the examples must run offline")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

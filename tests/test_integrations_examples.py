@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import socket
 
 import pytest
 import torch
@@ -55,17 +54,8 @@ def test_every_block_left_to_this_file_is_one_it_runs():
 
 
 @pytest.fixture
-def offline_in_scratch(monkeypatch, tmp_path):
-    """No network, empty weight caches, and a scratch working directory."""
-
-    def refuse(*args, **kwargs):
-        raise ConnectionRefusedError("the examples must run offline")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def offline_in_scratch(offline, monkeypatch, tmp_path):
+    """Offline (tests/conftest.py), in a scratch working directory."""
     monkeypatch.chdir(tmp_path)
 
 

@@ -26,7 +26,6 @@ import importlib.util
 import re
 import shlex
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,18 +167,6 @@ def test_every_relative_link_names_a_file_and_heading_that_exist(page):
         if fragment and linked.suffix == ".md":
             anchors = heading_anchors(linked.read_text(encoding="utf-8"))
             assert fragment in anchors, f"{_page_name(page)}: {target!r} names no heading"
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No network connection succeeds, and torch's weight cache is empty."""
-
-    def refuse(*args, **kwargs):
-        raise ConnectionRefusedError("README examples must run offline")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
 
 
 @pytest.mark.parametrize(
