@@ -65,6 +65,7 @@ _IN_UNIT_INTERVAL = (
     "data.vflip",
     "data.rotate90",
     "data.photometric",
+    "data.class_crop",
     "loss.lb_pos",
     "loss.lb_neg",
     "schedule.warmup_ratio",

@@ -48,6 +48,7 @@ class DataConfig:
     vflip: float = 0.0
     rotate90: float = 0.0
     photometric: float = 0.0
+    class_crop: float = 0.0
     batch_size: int = 8
     val_batch_size: int = 1
     repeat: int = 1

@@ -25,12 +25,61 @@ from segls.data.readers import dtype_max
 if TYPE_CHECKING:
     from segls.config import DataConfig
 
+
+class ClassCrop(A.RandomCrop):
+    """A random crop that, with probability `class_prob`, holds a pixel of a chosen class.
+
+    The class is drawn uniformly from those present in the (scaled, turned, padded) mask,
+    the ignore label aside; a pixel of it is drawn uniformly and the crop placed uniformly
+    among the windows that hold that pixel. This is nnU-Net's foreground oversampling
+    (a third of its patches hold a foreground voxel of a random class present), applied to
+    every class: a class in a small corner of few images is otherwise in few crops. Other
+    crops are plain random ones. The random draws use albumentations' stream, so
+    ``Compose.set_random_seed`` repeats them.
+    """
+
+    def __init__(self, height: int, width: int, class_prob: float, ignore_index: int) -> None:
+        super().__init__(height=height, width=width)
+        self.class_prob = float(class_prob)
+        self.ignore_index = int(ignore_index)
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        """Crop coordinates: centred on a chosen class's pixel, or plain random."""
+        mask = data.get("mask")
+        if mask is None or self.py_random.random() >= self.class_prob:
+            return super().get_params_dependent_on_data(params, data)
+        counts = np.bincount(mask.ravel(), minlength=self.ignore_index + 1)
+        if self.ignore_index < counts.size:
+            counts[self.ignore_index] = 0
+        present = np.flatnonzero(counts)
+        if present.size == 0:
+            return super().get_params_dependent_on_data(params, data)
+        chosen = present[int(self.py_random.random() * present.size) % present.size]
+        pixels = np.flatnonzero(mask.ravel() == chosen)
+        pixel = int(pixels[int(self.py_random.random() * pixels.size) % pixels.size])
+        row, col = divmod(pixel, mask.shape[1])
+        top = _window_start(row, self.height, mask.shape[0], self.py_random.random())
+        left = _window_start(col, self.width, mask.shape[1], self.py_random.random())
+        return {
+            "crop_coords": (left, top, left + self.width, top + self.height),
+            "pad_params": None,
+        }
+
+
+def _window_start(position: int, window: int, size: int, draw: float) -> int:
+    """A start, uniform by `draw` in [0, 1), of a `window` within [0, size) that holds `position`."""
+    low, high = max(0, position - window + 1), min(position, size - window)
+    return low + min(int(draw * (high - low + 1)), high - low)
+
+
 BRIGHTNESS_LIMIT = 0.5  # added offset, in units of the channel's own standard deviation
 CONTRAST_LIMIT = 0.3  # relative change of each channel's spread around its mean
 
 
 def build_geometry(data_cfg: DataConfig) -> A.Compose:
-    """Random scale, rotate90, pad to the crop (label filled with ignore), crop and flips."""
+    """Random scale, rotate90, pad to the crop (label filled with ignore), crop and flips.
+
+    With ``data.class_crop`` > 0 the crop is a `ClassCrop`."""
     crop_h, crop_w = (int(size) for size in data_cfg.crop_size)
     low, high = (float(factor) for factor in data_cfg.scale_range)
     steps: list[A.BasicTransform] = []
@@ -54,7 +103,9 @@ def build_geometry(data_cfg: DataConfig) -> A.Compose:
             fill=0,
             fill_mask=data_cfg.ignore_index,
         ),
-        A.RandomCrop(height=crop_h, width=crop_w),
+        A.RandomCrop(height=crop_h, width=crop_w)
+        if data_cfg.class_crop <= 0
+        else ClassCrop(crop_h, crop_w, data_cfg.class_crop, data_cfg.ignore_index),
     ]
     if data_cfg.hflip > 0:
         steps.append(A.HorizontalFlip(p=data_cfg.hflip))

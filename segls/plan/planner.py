@@ -18,7 +18,7 @@ import torch
 from segls.config import Config, DataConfig
 from segls.data.fingerprint import Fingerprint, fingerprint
 from segls.data.inventory import survey
-from segls.plan import recipe, rules, timing
+from segls.plan import crops, recipe, rules, timing
 from segls.plan.config_file import apply_choices
 from segls.plan.recipe import MODEL_LADDER, Timing
 from segls.plan.rules import Choice
@@ -51,6 +51,7 @@ class Plan:
     budget_seconds: float
     probes: list[Probe] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    presence: crops.Presence | None = None  # share of crops holding each class
 
 
 def resolve_device(name: str) -> torch.device:
@@ -155,14 +156,11 @@ def plan_dataset(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         measured = _fit_model(plan, _fit_crop(plan, probe), probe)
-    train_pixels = sum(r.height * r.width for r in fp.train.records)
-    batch, crop = plan.choices["data.batch_size"].value, plan.choices["data.crop_size"].value
-    rescaled = plan.choices["data.scale_range"].value != [1.0, 1.0]
-    schedule, plan.warnings = recipe.schedule(
-        plan.budget_seconds, measured, train_pixels, batch, crop, rescaled
-    )
+    schedule, plan.warnings = recipe.schedule(plan.budget_seconds, measured)
     plan.choices.update({choice.key: choice for choice in schedule})
-    plan.warnings += rules.rare_class_notes(fp)
+    sampling, plan.presence = crops.class_crop(apply_choices(plan.choices.values()).data, fp)
+    plan.choices[sampling.key] = sampling
+    plan.warnings += rules.rare_class_notes(fp) + crops.presence_notes(fp, plan.presence)
     plan.config = apply_choices(plan.choices.values())
     if any(problem.blocking for problem in fp.problems):
         plan.warnings.append("the data has blocking problems: training stops on them until fixed")

@@ -16,6 +16,7 @@ import numpy as np
 from segls.data.fingerprint import Fingerprint, IntensityTotals, SplitStats
 from segls.data.image_stats import histogram_percentiles
 from segls.io import write_json, write_text
+from segls.plan import crops
 from segls.plan.charts import class_frequency_chart, intensity_chart
 from segls.plan.config_file import write_config
 from segls.plan.planner import Plan
@@ -143,17 +144,36 @@ def markdown(plan: Plan, config_path: Path, command: str) -> str:
              f"{ch['mean_percentile']:.4g} / {ch['std_percentile']:.4g}"]
             for c, ch in enumerate(channels)]  # fmt: skip
     lines += _table(header, rows) + ["", f"![intensity histograms]({stem}.intensity.png)", ""]
-    lines += _class_lines(fp, summary, stem)
+    lines += _class_lines(fp, summary, stem) + _presence_lines(plan)
     lines += ["", "## Choices", ""]
     choices = [[f"`{c.key}`", f"`{c.value}`", c.why] for c in plan.choices.values()]
     lines += _table(["key", "value", "why"], choices)
     lines += ["", f"## Timing on this machine (budget {plan.budget_seconds / 60:.1f} min)", ""]
+    clocks = sorted({p.timing.clock for p in plan.probes if p.timing.clock})
+    lines += [f"Times are {' and '.join(clocks)}: the same on a busy machine as on an idle one "
+              "(docs/PLANNING.md)." if clocks else "", ""]  # fmt: skip
     rows = [[f"{p.arch}/{p.encoder}", "x".join(map(str, p.crop)), f"{p.timing.step:.3f}",
+             "-" if p.timing.wall_step is None else f"{p.timing.wall_step:.3f}",
              f"{p.timing.evaluation:.2f}", f"{p.timing.startup:.1f}", f"{p.timing.checkpoint:.2f}",
              p.iterations] for p in plan.probes]  # fmt: skip
-    lines += _table(["model", "crop", "s / step", "s / evaluation", "start-up s",
-                     "s / checkpoint", "iterations affordable"], rows)  # fmt: skip
+    lines += _table(["model", "crop", "s / step", "wall s / step (idle check)", "s / evaluation",
+                     "start-up s", "s / checkpoint", "iterations affordable"], rows)  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _presence_lines(plan: Plan) -> list[str]:
+    """The share of training crops that hold each class, plain and as planned."""
+    if plan.presence is None:
+        return []
+    cfg = plan.config.data
+    lines = ["", f"## Classes in training crops ({'x'.join(map(str, cfg.crop_size))})", "",
+             f"Crops drawn from the training masks (up to {crops.MAX_MASK_PIXELS} pixels of them, "
+             "spread evenly) as training draws them "
+             f"({crops.CROPS} crops); `data.class_crop` = {cfg.class_crop}.", ""]  # fmt: skip
+    rows = [[index, name, f"{plain:.0%}", f"{planned:.0%}"] for index, (name, plain, planned)
+            in enumerate(zip(plan.fingerprint.class_names, plan.presence.plain,
+                             plan.presence.planned, strict=True))]  # fmt: skip
+    return lines + _table(["id", "name", "random crops", "planned crops"], rows)
 
 
 def _class_lines(fp: Fingerprint, summary: dict, stem: str) -> list[str]:

@@ -238,7 +238,8 @@ def flips(fp: Fingerprint) -> list[Choice]:
         Choice("data.hflip", hflip, "; ".join(breakers[0]) or safe),
         Choice("data.vflip", vflip, "; ".join(breakers[1]) or safe),
         Choice("data.rotate90", turn, turn_why),
-        Choice("eval.flip", bool(hflip), "average each validation image with its mirror image"
+        Choice("eval.flip", False, "off: flip averaging helped on some sets of the development "
+               "suite and hurt on others (docs/PLANNING.md); turn it on where mirroring is safe"
                if hflip else "mirrored images are unlike real ones (see data.hflip)"),
     ]  # fmt: skip
 
@@ -290,7 +291,7 @@ def rare_class_notes(fp: Fingerprint) -> list[str]:
         if pixels and (pixels / total < RARE_PIXEL_SHARE or images / count < RARE_IMAGE_SHARE):
             notes.append(
                 f"class {index} {name!r} is rare in training ({pixels / total:.2%} of the "
-                f"labelled pixels, {images} of {count} images): the Lovasz term weighs it like "
-                "the others when a crop holds it, but expect a noisy IoU; add examples if you can"
+                f"labelled pixels, {images} of {count} images): expect a noisy IoU; add "
+                "examples if you can"
             )
     return notes
