@@ -132,14 +132,14 @@ def test_the_crop_shrinks_to_fit_the_budget_and_the_model_grows_with_it(tmp_path
     assert plan.config.data.crop_size == [64, 96] and plan.config.model.encoder == "resnet18"
     assert plan.config.schedule.max_iters == 660  # 6 evaluations x 110
     monkeypatch.setattr(recipe, "UPGRADE_PIXELS", 1)
-    steps = {(18, 128): 0.01, (18, 256): 0.02, (34, 256): 0.2}
+    steps = {(18, 256): 0.02, (34, 256): 0.2}
     seen = probe_times(
         lambda cfg: steps[int(cfg.model.encoder[6:]), cfg.model.kwargs["decoder_channels"][0]],
         monkeypatch,
     )
     plan = plan_dataset(tmp_path, budget_minutes=200 / 60, device="cpu")
-    # 0.02 s affords 9920 >= 2000 iterations: the wide decoder; ResNet-34's 992 do not.
-    assert [encoder for encoder, _ in seen] == ["resnet18", "resnet18", "resnet34"]
+    # 0.02 s affords 9920 >= 2000 iterations: try ResNet-34, whose 992 do not.
+    assert [encoder for encoder, _ in seen] == ["resnet18", "resnet34"]
     assert plan.config.model.kwargs["decoder_channels"] == [256, 128, 64, 32, 16]
     assert plan.config.model.encoder == "resnet18"
 

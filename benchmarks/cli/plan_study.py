@@ -18,6 +18,7 @@ OUT/results.md (mean and spread of the final validation mIoU per dataset and arm
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -125,22 +126,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     configs = {root.name: plan(root, args.out, args.budget_minutes, log) for root in args.sets}
-    jobs = []
-    for name, config in configs.items():
+    jobs = []  # arm by arm, so that an early stop leaves whole comparisons
+    for arm, (name, config), seed in itertools.product(args.arms, configs.items(), args.seeds):
         cfg = yaml.safe_load(config.read_text())
-        for arm in args.arms:
-            overrides = arm_overrides(arm, cfg)
-            if overrides is None:
-                continue
-            for seed in args.seeds:
-                work = args.out / name / f"{arm}-s{seed}"
-                row = final_row(work)
-                if row is not None and row.get("iter") == cfg["schedule"]["max_iters"]:
-                    continue
-                command = [sys.executable, "tools/train.py", str(config), *overrides,
-                           f"runtime.seed={seed}", env_threads, "--work-dir", str(work),
-                           "--overwrite"]  # fmt: skip
-                jobs.append((f"{name}/{arm}-s{seed}", command, work.with_suffix(".log")))
+        overrides = arm_overrides(arm, cfg)
+        if overrides is None:
+            continue
+        work = args.out / name / f"{arm}-s{seed}"
+        row = final_row(work)
+        if row is not None and row.get("iter") == cfg["schedule"]["max_iters"]:
+            continue  # finished before
+        command = [sys.executable, "tools/train.py", str(config), *overrides,
+                   f"runtime.seed={seed}", env_threads, "--work-dir", str(work),
+                   "--overwrite"]  # fmt: skip
+        jobs.append((f"{name}/{arm}-s{seed}", command, work.with_suffix(".log")))
     run_jobs(jobs, args.jobs, log)
     flips = []
     for name, config in configs.items():

@@ -48,6 +48,8 @@ class ClassCrop(A.RandomCrop):
         mask = data.get("mask")
         if mask is None or self.py_random.random() >= self.class_prob:
             return super().get_params_dependent_on_data(params, data)
+        if self.height > mask.shape[0] or self.width > mask.shape[1]:  # RandomCrop says why
+            return super().get_params_dependent_on_data(params, data)
         counts = np.bincount(mask.ravel(), minlength=self.ignore_index + 1)
         if self.ignore_index < counts.size:
             counts[self.ignore_index] = 0

@@ -100,8 +100,7 @@ def schedule(budget: float, timing: Timing) -> tuple[list[Choice], list[str]]:
     """
     count = evaluations(budget, timing)
     affordable = affordable_iterations(budget, timing)
-    raw = max(count * 10, affordable)
-    interval = max(10, raw // count // 10 * 10)
+    interval = max(10, affordable // count)  # not rounded further: the budget is the budget
     iterations = interval * count
     warnings = []
     if affordable < MIN_ITERS:
