@@ -1,0 +1,48 @@
+"""The study command's arms (benchmarks/cli/plan_study.py): each is the config it claims."""
+
+from __future__ import annotations
+
+import argparse
+
+from benchmarks.cli.plan_study import arm_overrides, table
+from segls.config import load
+
+CONFIG = "configs/unet_resnet18_scratch_64x64_600.yaml"
+
+
+def arm(name: str, tree: dict):
+    """The default config with the arm's overrides, loaded and checked as training would."""
+    overrides = arm_overrides(name, tree)
+    return None if overrides is None else load(CONFIG, overrides)
+
+
+def test_each_arm_is_what_the_study_says():
+    cfg = load(CONFIG)
+    tree = {"schedule": {"max_iters": cfg.schedule.max_iters},
+            "data": {"class_crop": 0.0, "num_classes": cfg.data.num_classes, "hflip": 0.5}}  # fmt: skip
+    base = arm("base", tree)
+    assert base.loss.lovasz_weight == 0 and base.optimizer.ema_decay is None
+    assert (base.schedule.power, base.schedule.warmup_iters, base.schedule.cooldown_iters) == (
+        1,
+        0,
+        0,
+    )
+    assert base.model.kwargs["decoder_channels"] == [256, 128, 64, 32, 16]
+    assert (base.data.vflip, base.data.rotate90, base.data.scale_range) == (0, 0, [1.0, 1.0])
+    assert base.eval.flip is False and base.data.class_crop == 0
+    old = arm("old", tree)
+    assert old.loss.lovasz_weight == 1 and old.optimizer.ema_decay == 0.99 and old.eval.flip
+    assert old.model.kwargs["decoder_channels"] == [128, 64, 32, 16, 8]
+    assert old.schedule.power == 0 and old.schedule.cooldown_iters == cfg.schedule.max_iters // 4
+    assert arm("gen", tree) == cfg
+    assert arm("noclass", tree) is None  # only where the plan turned class-aware crops on
+    tree["data"]["class_crop"] = 0.3333
+    assert arm("noclass", tree).data.class_crop == 0
+
+
+def test_table_gives_mean_and_range_per_arm():
+    results = {"set": {"iters": 300, "crop": [64, 64], "class_crop": 0.0,
+                       "arms": {"gen": {0: {"mIoU": 0.5}, 1: {"mIoU": 0.7}}}}}  # fmt: skip
+    args = argparse.Namespace(arms=["base", "gen"], budget_minutes=2.0, seeds=[0, 1])
+    row = table(results, args).splitlines()[-1]
+    assert row == "| set | 300 | 64x64 | 0.0 | - | 60.0 (50.0-70.0) | - |"
