@@ -45,6 +45,8 @@ def test_generated_config_trains_at_once(tmp_path, quick_timing, capsys):
     assert "default" in text and "the 99.8th percentile reaches" in text
     report = (out.parent / "mine.md").read_text()
     assert "## Choices" in report and "`data.crop_size`" in report and "mine.classes.png" in report
+    assert "## Classes in training crops" in report and "| 0 | name0 | 100% |" in report
+    assert "1-thread CPU time" in report and "1-thread CPU time" in text
     cfg = config.load(out)
     assert (cfg.data.train_split, cfg.data.val_split) == ("auto_train", "auto_val")
     scores = train.main(
