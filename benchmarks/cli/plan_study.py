@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="runs at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", type=Path, default=Path("work_dirs/plan_study"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the tables from the runs in OUT; plan and train nothing")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -125,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
+    if args.report_only:
+        configs = {root.name: args.out / root.name / "gen.yaml" for root in args.sets}
+        configs = {name: path for name, path in configs.items() if path.is_file()}
+        results = collect(args, configs)
+        (args.out / "results.md").write_text(table(results, args))
+        print(table(results, args))
+        return 0
     configs = {root.name: plan(root, args.out, args.budget_minutes, log) for root in args.sets}
     jobs = []  # arm by arm, so that an early stop leaves whole comparisons
     for arm, (name, config), seed in itertools.product(args.arms, configs.items(), args.seeds):
@@ -174,6 +183,8 @@ def collect(args: argparse.Namespace, configs: dict[str, Path]) -> dict:
                     row = json.loads(path.read_text()) if path.is_file() else None
                 else:
                     row = final_row(args.out / name / f"{arm}-s{seed}")
+                    if row is not None and row.get("iter") != entry["iters"]:
+                        row = None  # stopped early
                 if row is not None and row.get("mIoU") is not None:
                     entry["arms"].setdefault(arm, {})[seed] = {
                         "mIoU": row["mIoU"], "IoU": row.get("IoU")}  # fmt: skip
