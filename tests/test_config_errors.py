@@ -35,6 +35,12 @@ def load_error(path: str | Path = CONFIG, overrides=()) -> str:
         ("model.kwargs.foo=1", "smp.Unet has no argument 'foo'; model.kwargs may set"),
         ("model.kwargs.encoder_depth=9", "encoder_depth = 9: use an int from 1 to 5"),
         ("model.kwargs.encoder_depth=true", "encoder_depth = true: use an int from 1 to 5"),
+        (
+            "model.kwargs.encoder_depth=3",
+            "model.kwargs.decoder_channels = [128, 64, 32, 16, 8]: smp.Unet has one decoder block "
+            "per encoder stage, so model.kwargs.decoder_channels needs "
+            "model.kwargs.encoder_depth=3 values but has 5",
+        ),
     ],
 )
 def test_model_names_and_kwargs_are_checked_at_load(override, expected):
