@@ -197,3 +197,37 @@ def test_an_allocation_failure_in_training_or_evaluation_names_the_settings(
     assert errors[0].startswith(f"error: {expected} (") and "can't allocate memory" in errors[0]
     setting = "data.batch_size" if "training" in expected else "eval.scales"
     assert f"lower {setting}" in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("target", "argv", "expected"),
+    [
+        ("segls.predict.evaluation.predict_logits", [], "the evaluation ran out of memory"),
+        ("segls.predict.files.predict_logits", ["--save-masks"], "writing the masks ran out"),
+    ],
+)
+@pytest.mark.parametrize("error", ["torch.OutOfMemoryError", "CPU allocator's RuntimeError"])
+def test_tools_test_running_out_of_memory_is_one_line_naming_the_settings(
+    tmp_path, monkeypatch, capsys, target, argv, expected, error
+):
+    import torch
+    from helpers import save_checkpoint, tiny_config, write_dataset
+
+    from segls.cli import test as test_cli
+
+    cfg = tiny_config(write_dataset(tmp_path / "data"))
+    config_path, checkpoint_path = tmp_path / "tiny.yaml", tmp_path / "best.pth"
+    config.dump(cfg, config_path)
+    save_checkpoint(cfg, checkpoint_path)
+
+    def fail(*args, **kwargs):
+        if error == "torch.OutOfMemoryError":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 6 GB")
+
+    monkeypatch.setattr(target, fail)
+    status = test_cli.run([str(config_path), str(checkpoint_path), *argv])
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {expected}") and "memory" in errors[0]
+    assert "lower eval.scales, data.val_batch_size" in errors[0] and "--scales" in errors[0]
