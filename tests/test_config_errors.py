@@ -231,3 +231,28 @@ def test_tools_test_running_out_of_memory_is_one_line_naming_the_settings(
     assert status == 1 and len(errors) == 1, errors
     assert errors[0].startswith(f"error: {expected}") and "memory" in errors[0]
     assert "lower eval.scales, data.val_batch_size" in errors[0] and "--scales" in errors[0]
+
+
+def test_a_crop_far_above_every_training_image_is_refused_when_the_data_is_read(
+    tmp_path, monkeypatch
+):
+    from helpers import tiny_config, write_dataset
+
+    from segls.data import build_dataset, check_crop_size
+    from segls.train import train
+
+    data = write_dataset(tmp_path / "data")  # 32×32 images
+    built = []
+    monkeypatch.setattr("segls.train.build.build_model", lambda *args: built.append(args))
+    cfg = tiny_config(data, data={"crop_size": [129, 64]})
+    expected = (
+        r"data.crop_size = \[129, 64\] is more than 4 times the longest side of the largest "
+        r"training image \(32 pixels, 32 at the high end of data.scale_range\)"
+    )
+    with pytest.raises(ConfigError, match=expected) as info:
+        train(cfg, tmp_path / "work")
+    assert "\n" not in str(info.value) and not built  # before the model is built
+    # Up to 4 times the images (padded), or more where random scaling enlarges them: allowed.
+    for crop, scale in (([128, 128], [1.0, 1.0]), ([250, 200], [1.0, 2.0])):
+        cfg = tiny_config(data, data={"crop_size": crop, "scale_range": scale})
+        check_crop_size(build_dataset(cfg.data, cfg.data.train_split, train=True), cfg.data)

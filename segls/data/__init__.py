@@ -29,6 +29,7 @@ _SOURCES = {
     "read_image": "readers",
     "read_mask": "readers",
     "resolve_classes": "classes",
+    "check_crop_size": "loaders",
     "check_first_batch": "loaders",
     "batch_image_names": "loaders",
     "build_val_loader": "loaders",

@@ -139,6 +139,23 @@ def read_mask(path: str | Path) -> np.ndarray:
     return mask
 
 
+def mask_size(path: str | Path) -> tuple[int, int] | None:
+    """A mask's (H, W) from its file's header, without decoding it; None if unreadable.
+
+    An unreadable mask is `read_mask`'s to report, with its reason, when it is read.
+    """
+    try:
+        if Path(path).suffix.lower() in TIFF_EXTS:
+            with tifffile.TiffFile(path) as tiff:
+                height, width = tiff.pages[0].shape[:2]
+        else:
+            with Image.open(path) as image:
+                width, height = image.size
+    except Exception:  # noqa: BLE001 - any failure here is reported by read_mask
+        return None
+    return int(height), int(width)
+
+
 def dtype_max(dtype: np.dtype) -> float:
     """Value that maps to 1.0 when scaling pixels to [0, 1]: the integer max, 1 for floats."""
     dtype = np.dtype(dtype)
