@@ -16,6 +16,7 @@ _SOURCES = {
     "DataError": "readers",
     "InfiniteLoader": "loaders",
     "LabelMapper": "datasets",
+    "NormalisedImage": "transforms",
     "SegDataset": "datasets",
     "SegTransform": "transforms",
     "ShardSampler": "loaders",
