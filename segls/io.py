@@ -22,6 +22,7 @@ import os
 import pickle
 import re
 import shutil
+import struct
 import tempfile
 import uuid
 import zlib
@@ -48,6 +49,7 @@ __all__ = [
     "write_bytes",
     "write_json",
     "write_png",
+    "write_png_rows",
     "write_text",
     "write_through_path",
     "write_torch",
@@ -204,6 +206,51 @@ def write_png(
     With `palette`, an H×W uint8 image is written as a palette PNG (`encode_png`).
     """
     write_bytes(path, encode_png(image, palette=palette))
+
+
+def _png_chunk(handle: BinaryIO, tag: bytes, data: bytes) -> None:
+    """One PNG chunk: length, tag, data, CRC-32 of tag and data."""
+    handle.write(struct.pack(">I", len(data)) + tag)
+    handle.write(data)
+    handle.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(tag))))
+
+
+def write_png_rows(
+    path: str | os.PathLike,
+    size: tuple[int, int],
+    bands: Iterable[np.ndarray],
+    compression: int = 6,
+) -> None:
+    """Write an H×W×3 RGB uint8 image given as bands of rows (each h×W×3), one band at a time.
+
+    For images too large to hold twice (a huge image's overlay): the PNG is compressed and
+    written as the bands come, each row with PNG's "Sub" filter. Its pixels equal those
+    `write_png` writes; the bytes do not.
+    """
+    import numpy as np
+
+    height, width = size
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        _png_chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        compressor, done = zlib.compressobj(compression), 0
+        for band in bands:
+            if band.dtype != np.uint8 or band.shape[1:] != (width, 3):
+                raise ValueError(f"expected h×{width}×3 uint8 rows, got {band.shape} {band.dtype}")
+            flat = band.reshape(len(band), width * 3)
+            filtered = np.empty((len(band), width * 3 + 1), np.uint8)
+            filtered[:, 0] = 1  # "Sub": each byte minus the byte one pixel to its left
+            filtered[:, 1:4] = flat[:, :3]
+            np.subtract(flat[:, 3:], flat[:, :-3], out=filtered[:, 4:])  # modulo 256
+            _png_chunk(handle, b"IDAT", compressor.compress(filtered.tobytes()))
+            done += len(band)
+        if done != height:
+            raise ValueError(f"expected {height} rows, got {done}")
+        _png_chunk(handle, b"IDAT", compressor.flush())
+        _png_chunk(handle, b"IEND", b"")
+
+    write_atomic(path, write)
 
 
 _END_RECORD = b"PK\x05\x06"  # a zip archive's end-of-central-directory record: its last 22 bytes

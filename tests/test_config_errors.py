@@ -35,6 +35,12 @@ def load_error(path: str | Path = CONFIG, overrides=()) -> str:
         ("model.kwargs.foo=1", "smp.Unet has no argument 'foo'; model.kwargs may set"),
         ("model.kwargs.encoder_depth=9", "encoder_depth = 9: use an int from 1 to 5"),
         ("model.kwargs.encoder_depth=true", "encoder_depth = true: use an int from 1 to 5"),
+        (
+            "model.kwargs.encoder_depth=3",
+            "model.kwargs.decoder_channels = [128, 64, 32, 16, 8]: smp.Unet has one decoder block "
+            "per encoder stage, so model.kwargs.decoder_channels needs "
+            "model.kwargs.encoder_depth=3 values but has 5",
+        ),
     ],
 )
 def test_model_names_and_kwargs_are_checked_at_load(override, expected):
@@ -191,3 +197,62 @@ def test_an_allocation_failure_in_training_or_evaluation_names_the_settings(
     assert errors[0].startswith(f"error: {expected} (") and "can't allocate memory" in errors[0]
     setting = "data.batch_size" if "training" in expected else "eval.scales"
     assert f"lower {setting}" in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("target", "argv", "expected"),
+    [
+        ("segls.predict.evaluation.predict_logits", [], "the evaluation ran out of memory"),
+        ("segls.predict.files.predict_logits", ["--save-masks"], "writing the masks ran out"),
+    ],
+)
+@pytest.mark.parametrize("error", ["torch.OutOfMemoryError", "CPU allocator's RuntimeError"])
+def test_tools_test_running_out_of_memory_is_one_line_naming_the_settings(
+    tmp_path, monkeypatch, capsys, target, argv, expected, error
+):
+    import torch
+    from helpers import save_checkpoint, tiny_config, write_dataset
+
+    from segls.cli import test as test_cli
+
+    cfg = tiny_config(write_dataset(tmp_path / "data"))
+    config_path, checkpoint_path = tmp_path / "tiny.yaml", tmp_path / "best.pth"
+    config.dump(cfg, config_path)
+    save_checkpoint(cfg, checkpoint_path)
+
+    def fail(*args, **kwargs):
+        if error == "torch.OutOfMemoryError":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 6 GB")
+
+    monkeypatch.setattr(target, fail)
+    status = test_cli.run([str(config_path), str(checkpoint_path), *argv])
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {expected}") and "memory" in errors[0]
+    assert "lower eval.scales, data.val_batch_size" in errors[0] and "--scales" in errors[0]
+
+
+def test_a_crop_far_above_every_training_image_is_refused_when_the_data_is_read(
+    tmp_path, monkeypatch
+):
+    from helpers import tiny_config, write_dataset
+
+    from segls.data import build_dataset, check_crop_size
+    from segls.train import train
+
+    data = write_dataset(tmp_path / "data")  # 32×32 images
+    built = []
+    monkeypatch.setattr("segls.train.build.build_model", lambda *args: built.append(args))
+    cfg = tiny_config(data, data={"crop_size": [129, 64]})
+    expected = (
+        r"data.crop_size = \[129, 64\] is more than 4 times the longest side of the largest "
+        r"training image \(32 pixels, 32 at the high end of data.scale_range\)"
+    )
+    with pytest.raises(ConfigError, match=expected) as info:
+        train(cfg, tmp_path / "work")
+    assert "\n" not in str(info.value) and not built  # before the model is built
+    # Up to 4 times the images (padded), or more where random scaling enlarges them: allowed.
+    for crop, scale in (([128, 128], [1.0, 1.0]), ([250, 200], [1.0, 2.0])):
+        cfg = tiny_config(data, data={"crop_size": crop, "scale_range": scale})
+        check_crop_size(build_dataset(cfg.data, cfg.data.train_split, train=True), cfg.data)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from segls.config import DataConfig
 from segls.data.readers import DataError, read_image, read_mask, to_channels_last
-from segls.data.transforms import build_transform, jitter_brightness_contrast
+from segls.data.transforms import NormalisedImage, build_transform, jitter_brightness_contrast
 
 IGNORE = 255
 
@@ -346,3 +346,34 @@ def test_percentile_normalise_refuses_to_scale_a_crop_by_its_own_percentiles():
     transform = build_transform(cfg, train=False)
     with pytest.raises(ValueError, match="whole image's bounds"):
         transform.normalise(np.zeros((4, 4, 1), np.uint16))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "channels", "scaling"),
+    [(np.uint8, 3, "dtype"), (np.uint16, 1, "dtype"), (np.uint16, 2, "percentile"),
+     (np.float32, 3, "percentile")],
+)  # fmt: skip
+def test_a_normalised_image_region_equals_that_region_of_the_whole_normalised_image(
+    dtype, channels, scaling
+):
+    rng = np.random.default_rng(0)
+    top = 255 if dtype == np.uint8 else 65535
+    raw = rng.integers(0, top, (37, 29, channels)).astype(dtype)
+    if channels == 1:
+        raw = raw[:, :, 0]  # a 2-D greyscale image, as read_image may give
+    cfg = make_cfg(
+        in_channels=channels, mean=[0.3] * channels, std=[0.2] * channels, scaling=scaling
+    )
+    transform = build_transform(cfg, train=False)
+    whole = transform(raw)[0]
+    lazy = NormalisedImage(raw, transform)
+    assert lazy.shape == whole.shape
+    for rows, cols in [(slice(5, 20), slice(3, 28)), (slice(30, 60), slice(None)),
+                       (slice(None, None, 4), slice(None, None, 3))]:  # fmt: skip
+        assert torch.equal(lazy[:, rows, cols], whole[:, rows, cols])  # bit for bit
+    assert torch.equal(lazy[:, 10:12], whole[:, 10:12]) and lazy.is_finite(band_rows=8)
+    raw = raw.astype(np.float32)
+    raw[33, 4] = np.nan
+    assert not NormalisedImage(raw, transform).is_finite(band_rows=8)
+    with pytest.raises(ValueError, match="validation transform"):
+        NormalisedImage(raw, build_transform(cfg, train=True))

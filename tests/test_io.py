@@ -12,9 +12,12 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from helpers import FullDisk
+from PIL import Image
 
 from segls import io
 
@@ -202,3 +205,18 @@ def test_a_full_disk_raises_the_os_error_and_keeps_the_old_file(tmp_path, monkey
     assert error.value.errno == errno.ENOSPC  # not torch's "unexpected pos"
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pth"]
+
+
+def test_an_image_written_in_bands_of_rows_decodes_to_its_pixels_and_nothing_is_left_on_error(
+    tmp_path,
+):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    image[:, 20:] = [200, 10, 250]  # flat runs, where the "Sub" filter gives zeros
+    path = tmp_path / "banded.png"
+    io.write_png_rows(path, (37, 41), (image[top : top + 8] for top in range(0, 37, 8)))
+    assert np.array_equal(np.array(Image.open(path)), image)
+    assert np.array_equal(cv2.imread(str(path))[..., ::-1], image)
+    with pytest.raises(ValueError, match="expected 40 rows, got 37"):
+        io.write_png_rows(tmp_path / "short.png", (40, 41), [image])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["banded.png"]

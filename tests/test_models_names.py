@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 
+import pytest
 import segmentation_models_pytorch as smp
 import timm
 
@@ -12,6 +13,8 @@ from segls.models import weights
 from segls.models.names import (
     ARCH_CLASS_NAMES,
     ARCH_KWARGS,
+    DECODER_BLOCK_ARCHS,
+    DEFAULT_DECODER_CHANNELS,
     ENCODER_ALIASES,
     RESERVED_KWARGS,
     SMP_ENCODER_NAMES,
@@ -39,3 +42,19 @@ def test_every_architecture_and_its_kwargs_are_smps():
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in RESERVED_KWARGS
         ]
         assert list(accepted) == names, class_name
+
+
+def test_the_archs_with_one_decoder_block_per_stage_are_those_smp_checks():
+    # The config refuses encoder_depth != len(decoder_channels) for these; smp refuses it too,
+    # and only for these among the archs that take decoder_channels as a list.
+    for class_name in ARCH_KWARGS:
+        default = inspect.signature(getattr(smp, class_name)).parameters.get("decoder_channels")
+        listed = default is not None and isinstance(default.default, tuple | list)
+        assert listed == (class_name in DECODER_BLOCK_ARCHS), class_name
+        if listed:
+            assert tuple(default.default) == DEFAULT_DECODER_CHANNELS
+            with pytest.raises(ValueError, match="Model depth is 3"):
+                getattr(smp, class_name)("resnet18", encoder_weights=None, encoder_depth=3)
+            getattr(smp, class_name)(
+                "resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=[8, 8, 8]
+            )

@@ -22,6 +22,11 @@ from segls.train import WorkDirError, checkpoint, lock
 from segls.train.lock import LOCK_NAME, hold_work_dir
 
 WAIT_S = 180  # a run's start on a busy 2-core machine
+# tools/train.py, once everything it uses is imported ("ready") and a line comes on stdin.
+STARTER = (
+    "import sys; import segls.train.loop; from segls.cli.train import run\n"
+    "print('ready', flush=True); sys.stdin.readline(); sys.exit(run(sys.argv[1:]))\n"
+)
 HOLD = (
     "import sys, time; from segls.train.lock import hold_work_dir\n"
     "held = hold_work_dir(sys.argv[1]); print('held', flush=True); time.sleep(600)\n"
@@ -44,12 +49,18 @@ def child_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
-def train_process(config_path: Path, work_dir: Path, *extra: str) -> subprocess.Popen:
-    """tools/train.py CONFIG --work-dir WORK_DIR EXTRA..., started in the background."""
-    command = [sys.executable, str(REPO_ROOT / "tools" / "train.py"), str(config_path)]
+def train_process(
+    config_path: Path, work_dir: Path, *extra: str, starter: str | None = None
+) -> subprocess.Popen:
+    """tools/train.py CONFIG --work-dir WORK_DIR EXTRA..., started in the background.
+
+    With `starter` (STARTER), the same command line run by that script instead.
+    """
+    script = ["-c", starter] if starter else [str(REPO_ROOT / "tools" / "train.py")]
     return subprocess.Popen(
-        [*command, "--work-dir", str(work_dir), *extra],
-        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, *script, str(config_path), "--work-dir", str(work_dir), *extra],
+        env=child_env(), stdin=subprocess.PIPE if starter else None, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
 
@@ -130,8 +141,15 @@ def test_without_os_locks_the_record_decides(tmp_path, monkeypatch):
 
 
 def test_two_runs_started_at_once_one_is_refused_the_others_records_intact(config_path, tmp_path):
+    # Both import everything first and start on one line from the test, so neither can finish
+    # before the other asks for the lock, however slowly a loaded machine imports torch.
     work_dir = tmp_path / "run"
-    runs = [train_process(config_path, work_dir) for _ in range(2)]
+    runs = [train_process(config_path, work_dir, starter=STARTER) for _ in range(2)]
+    for run in runs:
+        assert run.stdout.readline().strip() == "ready", run.communicate()
+    for run in runs:
+        run.stdin.write("go\n")
+        run.stdin.flush()
     outputs = [run.communicate(timeout=WAIT_S) for run in runs]
     codes = sorted(run.returncode for run in runs)
     assert codes == [0, 1], outputs

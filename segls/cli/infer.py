@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     # torch, the model and the prediction files, once the config has passed its checks
     from segls.cli.inference import setup_inference
     from segls.data import DataError
-    from segls.predict.files import Predictor, collect_images, mask_kind, unique_names
+    from segls.predict.files import collect_images, mask_kind, unique_names
+    from segls.predict.predictor import Predictor
     from segls.runtime import is_out_of_memory, progress
 
     cfg, device, amp_dtype, settings, model, weights = setup_inference(cfg, args.checkpoint)

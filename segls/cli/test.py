@@ -84,7 +84,7 @@ def _test(args: argparse.Namespace, setup: InferenceSetup, context: Context) -> 
     from segls.metrics import format_table
     from segls.predict import build_criterion, evaluate
     from segls.predict.files import mask_kind, save_masks, write_scores
-    from segls.runtime import distributed
+    from segls.runtime import EVAL_MEMORY, distributed, lower_on_oom
 
     cfg, data, settings, device = setup.cfg, setup.cfg.data, setup.settings, context.device
     model = setup.model.to(device)
@@ -92,10 +92,11 @@ def _test(args: argparse.Namespace, setup: InferenceSetup, context: Context) -> 
         sample.prepare_if_bundled(data.root)
     distributed.barrier()
     loader = build_val_loader(cfg, context.rank, context.world_size)
-    scores = evaluate(
-        model, loader, data.num_classes, data.ignore_index, device, setup.amp_dtype,
-        build_criterion(cfg).to(device), cfg.eval.calibration_bins, settings,
-    )  # fmt: skip
+    with lower_on_oom("the evaluation", f"{EVAL_MEMORY}; --scales, --mode, --crop set them"):
+        scores = evaluate(
+            model, loader, data.num_classes, data.ignore_index, device, setup.amp_dtype,
+            build_criterion(cfg).to(device), cfg.eval.calibration_bins, settings,
+        )  # fmt: skip
     checkpoint_path = Path(args.checkpoint)
     out_dir = Path(args.out or checkpoint_path.parent / f"test_{checkpoint_path.stem}")
     class_names, count = loader.dataset.class_names, len(loader.dataset)
@@ -114,9 +115,10 @@ def _test(args: argparse.Namespace, setup: InferenceSetup, context: Context) -> 
         print(f"wrote {json_path} and {png_path}")
     if args.save_masks:
         masks = out_dir / "masks"
-        written = save_masks(
-            model, loader, settings, setup.amp_dtype, device, masks, args.raw_masks
-        )
+        with lower_on_oom("writing the masks", f"{EVAL_MEMORY}; --scales, --mode, --crop set them"):
+            written = save_masks(
+                model, loader, settings, setup.amp_dtype, device, masks, args.raw_masks
+            )
         written = int(distributed.all_reduce_sum([written])[0])
         if context.is_main:
             kind = mask_kind(data.num_classes, args.raw_masks)

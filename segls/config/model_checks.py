@@ -15,6 +15,8 @@ from segls.config.schema import Config
 from segls.models.names import (
     ARCH_CLASS_NAMES,
     ARCH_KWARGS,
+    DECODER_BLOCK_ARCHS,
+    DEFAULT_DECODER_CHANNELS,
     ENCODER_ALIASES,
     ENCODER_DEPTHS,
     RESERVED_KWARGS,
@@ -80,3 +82,28 @@ def model_checks(cfg: Config) -> Iterable[tuple[str, bool, str]]:
     depth_ok = type(depth) is int and depth in ENCODER_DEPTHS
     depth_advice = "use an int from 1 to 5: smp's encoders have 5 stages (the default is 5)"
     yield "model.kwargs.encoder_depth", depth_ok, depth_advice
+    if depth_ok and class_name in DECODER_BLOCK_ARCHS:
+        yield from _decoder_blocks_check(class_name, depth, model.kwargs.get("decoder_channels"))
+
+
+def _decoder_blocks_check(
+    class_name: str, depth: int, channels: object
+) -> Iterable[tuple[str, bool, str]]:
+    """encoder_depth against the length of decoder_channels (one decoder block per stage)."""
+    if channels is not None and not isinstance(channels, list | tuple):
+        return  # not a list: smp says what it wants
+    blocks = len(DEFAULT_DECODER_CHANNELS if channels is None else channels)
+    if blocks == depth:
+        return
+    has = f"{blocks} (the default)" if channels is None else str(blocks)
+    example = list(DEFAULT_DECODER_CHANNELS[:depth])
+    key = "model.kwargs.encoder_depth" if channels is None else "model.kwargs.decoder_channels"
+    yield (
+        key,
+        False,
+        (
+            f"smp.{class_name} has one decoder block per encoder stage, so "
+            f"model.kwargs.decoder_channels needs model.kwargs.encoder_depth={depth} values but "
+            f"has {has}; give it {depth} (e.g. {example}) or change the depth"
+        ),
+    )

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
+from segls import ConfigError
 from segls.data.datasets import SegDataset, build_dataset
-from segls.data.readers import DataError
+from segls.data.readers import DataError, mask_size
 from segls.runtime.seeds import derived_seed
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ __all__ = [
     "build_dataloader",
     "build_loaders",
     "build_val_loader",
+    "check_crop_size",
     "check_first_batch",
     "init_worker",
     "shut_down",
@@ -237,6 +239,31 @@ def batch_image_names(loader: DataLoader, number: int) -> list[str] | None:
         return None
     paths = getattr(loader.dataset, "image_paths", None)
     return [str(paths[index % len(paths)]) if paths else f"item {index}" for index in indices]
+
+
+# A crop side above this many times the longest side of every training image (after the
+# largest random scale) leaves at least three quarters of every crop padding.
+CROP_OVER_IMAGE_LIMIT = 4
+
+
+def check_crop_size(dataset: SegDataset, data_cfg: DataConfig) -> None:
+    """ConfigError when data.crop_size is far above every training image (see the limit).
+
+    A crop somewhat above the images is legitimate (they are padded with ignored pixels);
+    the sizes come from the masks' headers, so no image is decoded.
+    """
+    sides = [max(size) for size in map(mask_size, dataset.label_paths) if size is not None]
+    if not sides:
+        return
+    reach = max(sides) * max(data_cfg.scale_range)
+    if max(data_cfg.crop_size) <= CROP_OVER_IMAGE_LIMIT * reach:
+        return
+    raise ConfigError(
+        f"data.crop_size = {list(data_cfg.crop_size)} is more than {CROP_OVER_IMAGE_LIMIT} "
+        f"times the longest side of the largest training image ({max(sides)} pixels, "
+        f"{reach:g} at the high end of data.scale_range), so at least three quarters of every "
+        f"crop would be padding; use a crop of at most about {max(sides)} a side"
+    )
 
 
 def check_first_batch(loader: DataLoader) -> None:

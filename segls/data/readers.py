@@ -87,14 +87,14 @@ def read_image(path: str | Path) -> np.ndarray:
         return np.ascontiguousarray(to_channels_last(_read_tiff(path), path))
     buffer = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    del buffer  # the file's bytes: a huge image is not held twice
     if image is None:
         raise DataError(f"{path}: OpenCV cannot decode this image; is the file corrupt or empty?")
     if image.ndim == 2:
         return image[:, :, None]
-    if image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    if image.shape[2] in (3, 4):  # in place, for the same reason
+        swap = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+        return cv2.cvtColor(image, swap, dst=image)
     return image
 
 
@@ -137,6 +137,23 @@ def read_mask(path: str | Path) -> np.ndarray:
             raise DataError(f"{path}: mask has non-integer {mask.dtype} values; store class ids")
         mask = mask.astype(np.int64)
     return mask
+
+
+def mask_size(path: str | Path) -> tuple[int, int] | None:
+    """A mask's (H, W) from its file's header, without decoding it; None if unreadable.
+
+    An unreadable mask is `read_mask`'s to report, with its reason, when it is read.
+    """
+    try:
+        if Path(path).suffix.lower() in TIFF_EXTS:
+            with tifffile.TiffFile(path) as tiff:
+                height, width = tiff.pages[0].shape[:2]
+        else:
+            with Image.open(path) as image:
+                width, height = image.size
+    except Exception:  # noqa: BLE001 - any failure here is reported by read_mask
+        return None
+    return int(height), int(width)
 
 
 def dtype_max(dtype: np.dtype) -> float:

@@ -146,7 +146,10 @@ def scale_by_bounds(image: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     low, high = bounds
     spread = high - low
     spread = np.where(spread > 0, spread, np.float32(1.0)).astype(np.float32)
-    return (image.astype(np.float32) - low) / spread
+    scaled = image.astype(np.float32)  # a copy: scaled in place, one float array at a time
+    scaled -= low
+    scaled /= spread
+    return scaled
 
 
 class SegTransform:
@@ -201,7 +204,8 @@ class SegTransform:
                 "values; give one mean and std per channel"
             )
         if self.percentiles is None:
-            scaled = image.astype(np.float32) / np.float32(dtype_max(image.dtype))
+            scaled = image.astype(np.float32)  # a copy, scaled in place like the rest
+            scaled /= np.float32(dtype_max(image.dtype))
             clip = np.issubdtype(image.dtype, np.integer)
         else:
             if bounds is None:
@@ -213,7 +217,9 @@ class SegTransform:
             clip = False  # values below and above the percentiles are real signal
         if self.photometric > 0 and self.rng.random() < self.photometric:
             scaled = jitter_brightness_contrast(scaled, self.rng, clip=clip)
-        return (scaled - self.mean) / self.std
+        scaled -= self.mean
+        scaled /= self.std
+        return scaled
 
     def __call__(
         self,
@@ -236,6 +242,39 @@ class SegTransform:
         if label is None:
             return image_tensor, None
         return image_tensor, torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
+
+
+class NormalisedImage:
+    """A stored image for inference, normalised a region at a time as `SegTransform` does whole.
+
+    ``image[:, rows, cols]`` (basic slices) is that region's normalised C×h×w float32 tensor,
+    equal value for value to the region of ``transform(raw)[0]``: once the percentile bounds
+    are taken over the whole stored image, normalising is per pixel. So a huge image is held
+    in its stored dtype (1 or 2 bytes a value for 8- and 16-bit images), not as 4-byte floats.
+    """
+
+    def __init__(self, raw: np.ndarray, transform: SegTransform) -> None:
+        if transform.geometry is not None or transform.photometric > 0:
+            raise ValueError("NormalisedImage needs a validation transform (no geometry, jitter)")
+        self.raw = raw if raw.ndim == 3 else raw[:, :, None]
+        self.transform = transform
+        self.bounds = transform.bounds(raw)
+        height, width, channels = self.raw.shape
+        self.shape = torch.Size((channels, height, width))
+        self.ndim = 3
+
+    def __getitem__(self, index: tuple[slice, ...]) -> torch.Tensor:
+        """The normalised C×h×w region ``[:, rows, cols]`` (or ``[:, rows]``: whole rows)."""
+        channels, rows, cols = (*index, slice(None))[:3]
+        if channels not in (slice(None), Ellipsis):
+            raise IndexError("a NormalisedImage gives all channels: index it [:, rows, cols]")
+        region = self.transform.normalise(self.raw[rows, cols], self.bounds)
+        return torch.from_numpy(np.ascontiguousarray(region.transpose(2, 0, 1)))
+
+    def is_finite(self, band_rows: int = 256) -> bool:
+        """Whether every normalised value is finite, checked `band_rows` rows at a time."""
+        bands = range(0, self.shape[1], band_rows)
+        return all(bool(torch.isfinite(self[:, top : top + band_rows]).all()) for top in bands)
 
 
 def build_transform(data_cfg: DataConfig, train: bool, seed: int | None = None) -> SegTransform:

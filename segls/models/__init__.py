@@ -13,6 +13,7 @@ _SOURCES = {
     "ARCHS": "factory",
     "CheckpointError": "checkpoint",
     "MODES": "names",
+    "Windows": "classes",
     "InferenceSettings": "inference",
     "build_model": "factory",
     "forward_padded": "inference",

@@ -8,9 +8,16 @@ touches into class ids and drops them, so besides the image and its ids it holds
 C × crop_h × W logits. The ids equal ``predict_logits(...).argmax(1)`` exactly: every pixel
 sums the same windows in the same order. Other modes (whole image, flips, scales) need the
 whole logits and go through `predict_logits`.
+
+The images may also be given as `Windows`, which read each window when it is needed (for
+`tools/infer.py`, normalised from the stored pixels), so in slide mode the whole normalised
+batch never exists either.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -23,7 +30,28 @@ from segls.models.inference import (
     window_starts,
 )
 
-__all__ = ["predict_classes"]
+__all__ = ["Windows", "predict_classes"]
+
+FINISH_COLUMNS = 512  # columns of a band averaged and turned into ids at a time
+
+
+@dataclass(frozen=True)
+class Windows:
+    """N same-size images read a window at a time: ``read(rows, cols)`` is N×C×h×w of them.
+
+    `shape` is the batch's N×C×H×W; `read` gets basic slices and returns the window on the
+    device the model runs on.
+    """
+
+    shape: tuple[int, int, int, int]
+    read: Callable[[slice, slice], torch.Tensor]
+
+    @classmethod
+    def of(cls, images: torch.Tensor) -> Windows:
+        """The windows of an N×C×H×W tensor (views of it)."""
+        if images.ndim != 4:
+            raise ValueError(f"images must be N×C×H×W, got shape {tuple(images.shape)}")
+        return cls(tuple(images.shape), lambda rows, cols: images[..., rows, cols])
 
 
 def _ids_dtype(num_classes: int) -> torch.dtype:
@@ -34,15 +62,20 @@ def _ids_dtype(num_classes: int) -> torch.dtype:
 def _finish_rows(
     sums: torch.Tensor, counts: torch.Tensor, rows: int, ids: torch.Tensor, finite: torch.Tensor
 ) -> None:
-    """Average the first `rows` rows of the band, write their ids, and note non-finite ones."""
-    logits = sums[:, :, :rows] / counts[:rows]
-    finite &= torch.isfinite(logits).flatten(1).all(dim=1)
-    ids.copy_(logits.argmax(dim=1))
+    """Average the first `rows` rows of the band, write their ids, and note non-finite ones.
+
+    FINISH_COLUMNS columns at a time, so the quotient and the 64-bit argmax are small.
+    """
+    for left in range(0, sums.shape[-1], FINISH_COLUMNS):
+        columns = slice(left, left + FINISH_COLUMNS)
+        logits = sums[:, :, :rows, columns] / counts[:rows, columns]
+        finite &= torch.isfinite(logits).flatten(1).all(dim=1)
+        ids[..., columns].copy_(logits.argmax(dim=1))
 
 
 def _slide_classes(
     model: nn.Module,
-    images: torch.Tensor,
+    images: Windows,
     settings: InferenceSettings,
     amp_dtype: torch.dtype | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,14 +88,14 @@ def _slide_classes(
         rows = min(crop_h, height - top)
         kept = None if sums is None else top - tops[index - 1]
         for left in lefts:
-            window = images[..., top : top + crop_h, left : left + crop_w]
+            window = images.read(slice(top, top + crop_h), slice(left, left + crop_w))
             win_h, win_w = window.shape[-2:]
             logits = _forward(model, _pad_bottom_right(window, crop_h, crop_w), amp_dtype)
             logits = logits[..., :win_h, :win_w]
             if ids is None:
                 dtype = _ids_dtype(logits.shape[1])
-                ids = torch.empty(batch, height, width, dtype=dtype, device=images.device)
-                finite = torch.ones(batch, dtype=torch.bool, device=images.device)
+                ids = torch.empty(batch, height, width, dtype=dtype, device=logits.device)
+                finite = torch.ones(batch, dtype=torch.bool, device=logits.device)
             if kept is not None or sums is None:
                 band = logits.new_zeros(batch, logits.shape[1], rows, width)
                 band_counts = logits.new_zeros(rows, width)
@@ -80,7 +113,7 @@ def _slide_classes(
 @torch.no_grad()
 def predict_classes(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | Windows,
     settings: InferenceSettings | None = None,
     amp_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,12 +121,14 @@ def predict_classes(
 
     The ids are uint8 up to 256 classes (int32 above) and equal the argmax of
     `predict_logits` with the same arguments; see the module docstring for the memory.
+    `Windows` are read whole, except in slide mode with one view.
     """
     settings = settings or InferenceSettings()
     if settings.mode == "slide" and not settings.flip and settings.scales == (1.0,):
-        if images.ndim != 4:
-            raise ValueError(f"images must be N×C×H×W, got shape {tuple(images.shape)}")
-        return _slide_classes(model, images, settings, amp_dtype)
+        windows = images if isinstance(images, Windows) else Windows.of(images)
+        return _slide_classes(model, windows, settings, amp_dtype)
+    if isinstance(images, Windows):
+        images = images.read(slice(None), slice(None))
     logits = predict_logits(model, images, None, settings, amp_dtype)
     finite = torch.isfinite(logits).flatten(1).all(dim=1)
     return logits.argmax(dim=1).to(_ids_dtype(logits.shape[1])), finite

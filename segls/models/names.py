@@ -90,6 +90,10 @@ ARCH_KWARGS = {
 
 # model.kwargs.encoder_depth: every smp encoder has 5 stages and takes a depth of 1 to 5.
 ENCODER_DEPTHS = range(1, 6)
+# The smp classes with one decoder block per encoder stage: len(decoder_channels) must equal
+# encoder_depth (smp's defaults: 5 and these channels).
+DECODER_BLOCK_ARCHS = ("Unet", "UnetPlusPlus", "MAnet")
+DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 # Where the loss's full-resolution logits come from (loss.upsample): the model's head
 # upsamples them ("outside" the loss), or the loss upsamples the head's (see `build_model`).

@@ -123,13 +123,13 @@ def nonfinite_prediction(
     positions = (~finite).nonzero().flatten().tolist()
     known = names()
     shown = [known[p] if known else f"image {p} of the batch" for p in positions]
-    cause = nonfinite_cause(images[positions[0]])
+    cause = nonfinite_cause(bool(torch.isfinite(images[positions[0]]).all()))
     return f"the prediction for {', '.join(shown)} holds NaN or inf and was not scored: {cause}"
 
 
-def nonfinite_cause(image: torch.Tensor) -> str:
-    """Why the prediction for `image` (as the model got it) holds NaN or inf, and what to do."""
-    if not bool(torch.isfinite(image).all()):
+def nonfinite_cause(image_is_finite: bool) -> str:
+    """Why a prediction holds NaN or inf, and what to do, given whether its input was finite."""
+    if not image_is_finite:
         return (
             "its pixels hold NaN or inf after reading and scaling (with data.scaling="
             "percentile one NaN pixel spreads over the whole image); fix or remove the image"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ __all__ = [
     "error_map",
     "font_of_size",
     "overlay",
+    "overlay_bands",
     "panel",
 ]
 
@@ -56,16 +57,19 @@ def _display_bounds(
     """Per-channel values shown as black and white: the 1st and 99th percentiles, or 0 and 1.
 
     Above QUANTILE_PIXELS pixels (torch.quantile takes at most 2**24 values) the percentiles
-    are those of an evenly strided sample of the rows and columns.
+    are those of an evenly strided sample of the rows and columns. One channel at a time:
+    sorting all at once would hold every channel's sorted copy and indices together.
     """
     if not stretch:
         return torch.zeros_like(mean), torch.ones_like(mean)
     height, width = image.shape[-2:]
     step = math.ceil(math.sqrt(height * width / QUANTILE_PIXELS))
-    flat = (image[:, ::step, ::step].float().cpu() * std + mean).flatten(1)
-    low = torch.quantile(flat, 0.01, dim=1).view(-1, 1, 1)
-    high = torch.quantile(flat, 0.99, dim=1).view(-1, 1, 1)
-    return low, high
+    sample = image[:, ::step, ::step]
+    bounds = torch.empty(2, len(mean))
+    for channel, values in enumerate(sample):
+        values = (values.float().cpu() * std[channel] + mean[channel]).flatten()
+        bounds[:, channel] = torch.quantile(values, torch.tensor([0.01, 0.99]))
+    return bounds[0].view(-1, 1, 1), bounds[1].view(-1, 1, 1)
 
 
 def _rgb_rows(image: torch.Tensor, mean, std, low, high) -> torch.Tensor:
@@ -225,6 +229,31 @@ def panel(
     return captioned_grid(tiles, legend)
 
 
+def overlay_bands(
+    image: torch.Tensor,
+    prediction: torch.Tensor,
+    palette: Sequence[Sequence[int]],
+    mean: Sequence[float],
+    std: Sequence[float],
+    alpha: float = 0.5,
+) -> Iterator[np.ndarray]:
+    """`overlay`, as uint8 h×W×3 bands of OVERLAY_ROWS rows from the top.
+
+    `image` may be anything indexed like a C×H×W tensor (`segls.data.NormalisedImage`).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    _check_channels(image, mean, std)
+    mean_t, std_t = _tensors(mean, std)
+    low, high = _display_bounds(image, mean_t, std_t, stretch=True)
+    for top in range(0, image.shape[-2], OVERLAY_ROWS):
+        rows = slice(top, top + OVERLAY_ROWS)
+        shown = _rgb_rows(image[:, rows], mean_t, std_t, low, high).float()
+        colours = colorize(prediction[rows], palette).float()
+        mixed = (1.0 - alpha) * shown + alpha * colours
+        yield mixed.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def overlay(
     image: torch.Tensor,
     prediction: torch.Tensor,
@@ -238,17 +267,8 @@ def overlay(
     `alpha` is the weight of the colours: 0 shows the image alone, 1 the colours alone.
     Returns uint8 H×W×3 RGB.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    _check_channels(image, mean, std)
-    mean_t, std_t = _tensors(mean, std)
-    low, high = _display_bounds(image, mean_t, std_t, stretch=True)
-    height, width = image.shape[-2:]
-    blended = np.empty((height, width, 3), np.uint8)
-    for top in range(0, height, OVERLAY_ROWS):
-        rows = slice(top, top + OVERLAY_ROWS)
-        shown = _rgb_rows(image[:, rows], mean_t, std_t, low, high).float()
-        colours = colorize(prediction[rows], palette).float()
-        mixed = (1.0 - alpha) * shown + alpha * colours
-        blended[rows] = mixed.round().clamp(0, 255).to(torch.uint8).numpy()
+    blended = np.empty((*image.shape[-2:], 3), np.uint8)
+    bands = overlay_bands(image, prediction, palette, mean, std, alpha)
+    for top, band in zip(range(0, image.shape[-2], OVERLAY_ROWS), bands, strict=True):
+        blended[top : top + len(band)] = band
     return blended

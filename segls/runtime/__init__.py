@@ -11,11 +11,13 @@ from segls.lazy import lazy_exports
 # `distributed` loads as a submodule.
 _SOURCES = {
     "AMP_DTYPES": "device",
+    "EVAL_MEMORY": "device",
     "amp_dtype": "device",
     "autocast": "device",
     "configure": "device",
     "derived_seed": "seeds",
     "is_out_of_memory": "device",
+    "lower_on_oom": "device",
     "get_rng_state": "seeds",
     "progress": "distributed",
     "resolve_device": "device",

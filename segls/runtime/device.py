@@ -13,7 +13,9 @@ Mixed precision (``runtime.amp``):
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -22,7 +24,23 @@ from segls.runtime import distributed
 from segls.runtime.names import AMP_MODES
 from segls.runtime.seeds import seed_everything
 
-__all__ = ["AMP_DTYPES", "amp_dtype", "autocast", "configure", "resolve_device", "set_determinism"]
+__all__ = [
+    "AMP_DTYPES",
+    "EVAL_MEMORY",
+    "amp_dtype",
+    "autocast",
+    "configure",
+    "is_out_of_memory",
+    "lower_on_oom",
+    "resolve_device",
+    "set_determinism",
+]
+
+# What to lower when an evaluation (during training or tools/test.py) cannot allocate.
+EVAL_MEMORY = (
+    "eval.scales, data.val_batch_size, or predict in windows (eval.mode=slide with a smaller "
+    "eval.crop_size)"
+)
 
 AMP_DTYPES = dict(zip(AMP_MODES, (None, torch.float16, torch.bfloat16), strict=True))  # runtime.amp
 
@@ -102,7 +120,10 @@ def configure(runtime_cfg) -> torch.device:
     return device
 
 
-_ALLOCATION_TEXTS = ("can't allocate memory", "out of memory", "insufficient memory")
+# torch's CPU allocator says "can't allocate memory" on Linux, "not enough memory" on Windows.
+_ALLOCATION_TEXTS = (
+    "can't allocate memory", "not enough memory", "out of memory", "insufficient memory",
+)  # fmt: skip
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -111,3 +132,16 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     readers = isinstance(error, RuntimeError) or type(error).__module__.startswith("cv2")
     return readers and any(text in str(error).lower() for text in _ALLOCATION_TEXTS)
+
+
+@contextlib.contextmanager
+def lower_on_oom(what: str, settings: str) -> Iterator[None]:
+    """Turn an allocation failure inside the block into one ConfigError naming `settings`."""
+    try:
+        yield
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "memory" in line.lower()), type(error).__name__)
+        raise ConfigError(f"{what} ran out of memory ({reason}); lower {settings}") from error

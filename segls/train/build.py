@@ -13,7 +13,13 @@ from torch.utils.data import DataLoader
 
 from segls import io, losses, runtime
 from segls.config import Config, dump, validate
-from segls.data import InfiniteLoader, build_loaders, check_first_batch, shut_down
+from segls.data import (
+    InfiniteLoader,
+    build_loaders,
+    check_crop_size,
+    check_first_batch,
+    shut_down,
+)
 from segls.data import sample as sample_data
 from segls.losses import LabelSmoothSoftmaxCE
 from segls.models import InferenceSettings, build_model, settings_from_config
@@ -122,6 +128,7 @@ def build_run(cfg: Config, work_dir: str | Path, start_iter: int = 0) -> Run:
             sample_data.prepare_if_bundled(cfg.data.root, logger.info)
         distributed.barrier()
         train_loader, val_loader = build_loaders(cfg, context.rank, context.world_size)
+        check_crop_size(train_loader.dataset, cfg.data)
         val_loader.dataset.check_masks()
         check_first_batch(train_loader)
         memory_format = torch.channels_last if cfg.runtime.channels_last else torch.preserve_format

@@ -17,18 +17,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from segls import ConfigError, NonFiniteError
+from segls import NonFiniteError
 from segls.runtime import distributed
-from segls.runtime.device import is_out_of_memory
 
 __all__ = [
     "NonFiniteError",
@@ -38,7 +36,6 @@ __all__ = [
     "agree",
     "check_finite_weights",
     "interrupt",
-    "lower_on_oom",
     "nonfinite_flag",
     "overflow_flag",
     "restore_buffers",
@@ -254,22 +251,6 @@ def interrupt(signum: int, iteration: int, saved: Path) -> TrainingInterrupted:
     return TrainingInterrupted(signum, iteration, str(saved))
 
 
-# What to lower when a training step or an evaluation cannot allocate its tensors.
+# What to lower when a training step cannot allocate its tensors (an evaluation:
+# segls.runtime.EVAL_MEMORY).
 TRAIN_MEMORY = "data.batch_size, data.crop_size or the high end of data.scale_range"
-EVAL_MEMORY = (
-    "eval.scales, data.val_batch_size, or predict in windows (eval.mode=slide with a smaller "
-    "eval.crop_size)"
-)
-
-
-@contextlib.contextmanager
-def lower_on_oom(what: str, settings: str) -> Iterator[None]:
-    """Turn an allocation failure inside the block into one ConfigError naming `settings`."""
-    try:
-        yield
-    except Exception as error:
-        if not is_out_of_memory(error):
-            raise
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = next((line for line in lines if "memory" in line.lower()), type(error).__name__)
-        raise ConfigError(f"{what} ran out of memory ({reason}); lower {settings}") from error

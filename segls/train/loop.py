@@ -209,7 +209,7 @@ def _step(run: Run, iteration: int) -> Iteration:
     """Iteration `iteration`: set its learning rate, train on the next batch, average weights."""
     lr = learning_rate(iteration - 1, run.cfg.optimizer, run.cfg.schedule)
     set_lr(run.optimizer, lr)
-    with faults.lower_on_oom(f"training at iter {iteration}", faults.TRAIN_MEMORY):
+    with runtime.lower_on_oom(f"training at iter {iteration}", faults.TRAIN_MEMORY):
         images, labels = next(run.batches)
         images = images.to(run.device, non_blocking=True, memory_format=run.memory_format)
         labels = labels.to(run.device, non_blocking=True)
@@ -299,7 +299,7 @@ def _validate(run: Run, validation: Validation, iteration: int, window: TrainWin
     """
     start = time.perf_counter()
     distributed.broadcast_buffers(validation.model)
-    with faults.lower_on_oom(f"the evaluation at iter {iteration}", faults.EVAL_MEMORY):
+    with runtime.lower_on_oom(f"the evaluation at iter {iteration}", runtime.EVAL_MEMORY):
         scores = validation.scores(iteration)
     if scores["mIoU"] > run.best_miou:
         run.best_miou = scores["mIoU"]
