@@ -28,7 +28,7 @@ PACKAGE_NAMES = ("ConfigError", "NonFiniteError", "__version__")
 # The tools whose command lines live in benchmarks/cli/ rather than segls/cli/.
 BENCHMARK_TOOLS = {
     "bench_loss", "bench_loss_gpu", "bench_startup", "bench_train", "bench_upsample",
-    "check_tensorboard", "gpu_check", "make_devsuite",
+    "check_tensorboard", "gpu_check", "make_devsuite", "plan_study",
 }  # fmt: skip
 # The segls modules benchmarks/ imports: public ones, the command lines' shared helpers, the
 # training internals the throughput and sync harnesses step, and the Triton kernel's module,

@@ -117,7 +117,8 @@ def test_augmentation_loading_evaluation_and_classes(tmp_path):
     make_dataset(tmp_path / "rgb", "rgb8")
     make_dataset(tmp_path / "u16", "u16x2", classes_file=False)
     rgb, u16 = plan_of(tmp_path / "rgb"), plan_of(tmp_path / "u16")
-    assert value(rules.augmentation(rgb, "dtype"), "data.scale_range") == [0.5, 2.0]
+    assert value(rules.augmentation(rgb, "dtype"), "data.scale_range") == [1.0, 1.0]
+    assert "mmseg's recipe" in rules.augmentation(rgb, "dtype")[0].why
     assert value(rules.augmentation(u16, "percentile"), "data.scale_range") == [1.0, 1.0]
     assert value(rules.loading(rgb), "data.cache") is True
     assert value(rules.evaluation(rgb), "eval.mode") == "whole"

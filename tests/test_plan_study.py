@@ -19,7 +19,8 @@ def arm(name: str, tree: dict):
 def test_each_arm_is_what_the_study_says():
     cfg = load(CONFIG)
     tree = {"schedule": {"max_iters": cfg.schedule.max_iters},
-            "data": {"class_crop": 0.0, "num_classes": cfg.data.num_classes, "hflip": 0.5}}  # fmt: skip
+            "data": {"class_crop": 0.0, "num_classes": cfg.data.num_classes, "hflip": 0.5,
+                     "scale_range": [1.0, 1.0]}}  # fmt: skip
     base = arm("base", tree)
     assert base.loss.lovasz_weight == 0 and base.optimizer.ema_decay is None
     assert (base.schedule.power, base.schedule.warmup_iters, base.schedule.cooldown_iters) == (
@@ -41,6 +42,9 @@ def test_each_arm_is_what_the_study_says():
     final = arm("final", tree)
     assert final.schedule.warmup_iters == 0 and final.eval.flip is True
     assert arm("final_noclass", tree).data.class_crop == 0
+    assert final.data.scale_range == [1.0, 1.0] and arm("finalscale", tree) is None
+    tree["data"]["scale_range"] = [0.5, 2.0]
+    assert arm("finalscale", tree).schedule.warmup_iters == 0
 
 
 def test_table_gives_mean_and_range_per_arm():

@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-ARMS = ("base", "gen", "old", "noclass", "hflip", "final", "final_noclass")
+ARMS = ("base", "gen", "old", "noclass", "hflip", "final", "final_noclass", "finalscale")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,12 +62,13 @@ def arm_overrides(arm: str, cfg: dict) -> list[str] | None:
     if arm == "gen":
         return []
     flip = str(cfg["data"]["hflip"] > 0).lower()
-    if arm == "final":  # the rules as they stand after the study: no warm-up, flip evaluation
-        return ["schedule.warmup_iters=0", f"eval.flip={flip}"]
+    final = ["schedule.warmup_iters=0", f"eval.flip={flip}", "data.scale_range=[1,1]"]
+    if arm == "final":  # the rules after the study: no warm-up or rescaling, flip evaluation
+        return final
+    if arm == "finalscale":  # the same with the plan's random rescaling, where it had one
+        return final[:2] if cfg["data"]["scale_range"] != [1.0, 1.0] else None
     if arm == "final_noclass":
-        if cfg["data"].get("class_crop", 0) <= 0:
-            return None
-        return ["schedule.warmup_iters=0", f"eval.flip={flip}", "data.class_crop=0"]
+        return final + ["data.class_crop=0"] if cfg["data"].get("class_crop", 0) > 0 else None
     if arm == "noclass":
         return ["data.class_crop=0"] if cfg["data"].get("class_crop", 0) > 0 else None
     if arm == "hflip":  # no up/down mirroring or turns, where the plan had them
@@ -129,7 +130,7 @@ def run_jobs(jobs: list[tuple[str, list[str], Path]], parallel: int, log) -> Non
                 log(f"{name}: exit {process.returncode} after {time.time() - start:.0f} s")
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
     """Plan, train every arm and seed, evaluate, and write the tables."""
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -222,4 +223,4 @@ def table(results: dict, args: argparse.Namespace) -> str:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
+    sys.exit(run())

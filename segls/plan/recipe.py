@@ -134,8 +134,9 @@ def loss() -> list[Choice]:
         Choice("loss.lb_smooth", 0.1,
                "halves the calibration error at equal mIoU (label-smoothing study)"),
         Choice("loss.lovasz_weight", 0.0,
-               "off: the Lovasz-softmax term helped on the bundled sample but not across the "
-               "development suite (docs/PLANNING.md)"),
+               "off: with the weight average, half-width decoder and cool-down it helped 3 sets "
+               "of the development suite and lost 1.9 mIoU on a fourth; with flip evaluation it "
+               "lost 4.1 on a held-back set (docs/PLANNING.md)"),
         Choice("loss.class_weight", None,
                "class weights (median-frequency, background x2) lost 2.3-3.8 mIoU in the recipe "
                "studies; Lovasz balances classes"),
@@ -151,7 +152,8 @@ def optimizer() -> list[Choice]:
         Choice("optimizer.betas", [0.9, ADAM_BETA2], "Adam's defaults"),
         Choice("optimizer.grad_clip", None, "not needed with warm-up and AdamW"),
         Choice("optimizer.ema_decay", None,
-               "no weight average: it did not help across the development suite"),
+               "no weight average: part of the extras that did not hold on every set "
+               "(see loss.lovasz_weight)"),
     ]  # fmt: skip
 
 
