@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from segls.io import write_json, write_text
+
 REPO = Path(__file__).resolve().parents[2]
 ARMS = ("base", "gen", "old", "noclass", "hflip", "final", "final_noclass", "finalscale")
 
@@ -143,7 +145,7 @@ def run(argv: list[str] | None = None) -> int:
         configs = {root.name: args.out / root.name / "gen.yaml" for root in args.sets}
         configs = {name: path for name, path in configs.items() if path.is_file()}
         results = collect(args, configs)
-        (args.out / "results.md").write_text(table(results, args))
+        write_text(args.out / "results.md", table(results, args))
         print(table(results, args))
         return 0
     configs = {root.name: plan(root, args.out, args.budget_minutes, log) for root in args.sets}
@@ -172,8 +174,8 @@ def run(argv: list[str] | None = None) -> int:
             flips.append((f"{name}/{arm}+flip-s{seed}", command, work / "test_flip.log"))
     run_jobs(flips, args.jobs, log)
     results = collect(args, configs)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    (args.out / "results.md").write_text(table(results, args))
+    write_json(args.out / "results.json", results)
+    write_text(args.out / "results.md", table(results, args))
     print(table(results, args))
     return 0
 
