@@ -290,7 +290,7 @@ def test_ints_become_floats_and_optionals_accept_null_or_value(tmp_path):
         """
         optimizer: {lr: 1, betas: [0, 1e-1], grad_clip: 2}
         loss: {lb_pos: null, class_weight: [1, 2, 3]}
-        model: {kwargs: {decoder_channels: [1, {b: null}]}}
+        model: {kwargs: {decoder_channels: [1, {b: null}, 3, 4, 5]}}
         data: null
         """,
     )
@@ -299,7 +299,7 @@ def test_ints_become_floats_and_optionals_accept_null_or_value(tmp_path):
     assert all(type(b) is float for b in cfg.optimizer.betas)
     assert cfg.optimizer.grad_clip == 2.0 and type(cfg.optimizer.grad_clip) is float
     assert cfg.loss.lb_pos is None and cfg.loss.class_weight == [1.0, 2.0, 3.0]
-    assert cfg.model.kwargs == {"decoder_channels": [1, {"b": None}]}
+    assert cfg.model.kwargs == {"decoder_channels": [1, {"b": None}, 3, 4, 5]}
     assert cfg.data == config.DataConfig()
 
 
