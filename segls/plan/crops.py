@@ -65,45 +65,34 @@ def _presence(data: DataConfig, masks: list[np.ndarray], seed: int) -> list[floa
     return (held / CROPS).tolist()
 
 
-def class_presence(data: DataConfig, fp: Fingerprint, seed: int = 0) -> Presence | None:
-    """Class shares in plain and in planned crops (None when no training mask can be read)."""
-    masks = _masks(data, fp)
-    if not masks:
-        return None
-    plain = _presence(dataclasses.replace(data, class_crop=0.0), masks, seed)
-    planned = _presence(data, masks, seed) if data.class_crop > 0 else plain
-    return Presence(plain, planned)
-
-
 def class_crop(data: DataConfig, fp: Fingerprint) -> tuple[Choice, Presence | None]:
     """``data.class_crop``: CLASS_CROP when it lifts a class that is in few random crops.
 
     On when some training class is in under FEW_CROPS of plain random crops and class-aware
     crops raise the least-seen such class's share by at least LIFT; a class held by few
-    images stays rare in the crops whatever the crop, and the report says so instead.
+    images stays rare in the crops whatever the crop, and the report says so instead. The
+    masks are read once; plain and class-aware crops are drawn from them with one seed.
     """
-    plain_data = dataclasses.replace(data, class_crop=0.0)
-    presence = class_presence(plain_data, fp)
-    if presence is None:
+    masks = _masks(data, fp)
+    if not masks:
         return Choice("data.class_crop", 0.0, "no training mask could be read"), None
+    plain = _presence(dataclasses.replace(data, class_crop=0.0), masks, seed=0)
     in_training = fp.class_table(fp.train_split)["pixels"] > 0
-    few = [index for index, share in enumerate(presence.plain)
+    few = [index for index, share in enumerate(plain)
            if in_training[index] and share < FEW_CROPS]  # fmt: skip
     if not few:
         why = f"every class is in at least {FEW_CROPS:.0%} of random crops"
-        return Choice("data.class_crop", 0.0, why), presence
-    trial = class_presence(dataclasses.replace(data, class_crop=CLASS_CROP), fp)
-    assert trial is not None  # the same masks were read above
-    lifted = [f"{fp.class_names[i]!r} {presence.plain[i]:.0%} -> {trial.planned[i]:.0%}"
-              for i in few]  # fmt: skip
-    least = min(few, key=lambda index: presence.plain[index])
-    if trial.planned[least] < LIFT * presence.plain[least]:
+        return Choice("data.class_crop", 0.0, why), Presence(plain, plain)
+    trial = _presence(dataclasses.replace(data, class_crop=CLASS_CROP), masks, seed=0)
+    lifted = [f"{fp.class_names[i]!r} {plain[i]:.0%} -> {trial[i]:.0%}" for i in few]
+    least = min(few, key=lambda index: plain[index])
+    if trial[least] < LIFT * plain[least]:
         why = (f"class-aware crops would lift the classes in few random crops only a little "
                f"({', '.join(lifted)}): they are in few images")  # fmt: skip
-        return Choice("data.class_crop", 0.0, why), presence
+        return Choice("data.class_crop", 0.0, why), Presence(plain, plain)
     why = (f"{CLASS_CROP:.0%} of crops centred on a pixel of a class drawn from those in the "
            f"image (nnU-Net's foreground oversampling): share of crops {', '.join(lifted)}")  # fmt: skip
-    return Choice("data.class_crop", round(CLASS_CROP, 4), why), trial
+    return Choice("data.class_crop", round(CLASS_CROP, 4), why), Presence(plain, trial)
 
 
 def presence_notes(fp: Fingerprint, presence: Presence | None) -> list[str]:
