@@ -96,6 +96,26 @@ def build_parts(cfg: Config, device: torch.device) -> Parts:
     return model, objective, optimizer, build_ema(model, cfg.optimizer.ema_decay)
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.amp.GradScaler]
+
+
+def _random_batch(cfg: Config, device: torch.device) -> Batch:
+    """Random images and labels of the config's batch and crop, and a disabled scaler."""
+    batch, (height, width) = cfg.data.batch_size, cfg.data.crop_size
+    images = torch.randn(batch, cfg.data.in_channels, height, width, device=device)
+    labels = torch.randint(0, cfg.data.num_classes, (batch, height, width), device=device)
+    return images, labels, torch.amp.GradScaler(device.type, enabled=False)
+
+
+def _train_step(parts: Parts, batch: Batch) -> None:
+    """One training iteration as training runs it, the weight average included."""
+    model, objective, optimizer, ema = parts
+    images, labels, scaler = batch
+    train_one_iter(model, objective, images, labels, optimizer, scaler)
+    if ema is not None:
+        ema.update_parameters(model)
+
+
 def step_seconds(
     cfg: Config, device: torch.device, parts: Parts, limit: float | None = None
 ) -> float:
@@ -107,19 +127,13 @@ def step_seconds(
     first pays one-off set-up costs) is returned at once: the crop or model is too slow for
     the budget, and more steps would only spend it.
     """
-    model, objective, optimizer, ema = parts
-    batch, (height, width) = cfg.data.batch_size, cfg.data.crop_size
-    images = torch.randn(batch, cfg.data.in_channels, height, width, device=device)
-    labels = torch.randint(0, cfg.data.num_classes, (batch, height, width), device=device)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    batch = _random_batch(cfg, device)
     now = clock(device)
     times: list[float] = []
     while len(times) < WARMUP_STEPS + MAX_TIMED_STEPS:
         _synchronise(device)
         start = now()
-        train_one_iter(model, objective, images, labels, optimizer, scaler)
-        if ema is not None:
-            ema.update_parameters(model)
+        _train_step(parts, batch)
         _synchronise(device)
         times.append(now() - start)
         slack = FIRST_STEP_SLACK if len(times) == 1 else 1.0
@@ -200,34 +214,26 @@ def checkpoint_seconds(parts: Parts) -> float:
     return cpu_clock() - start
 
 
-def _one_step(cfg: Config, device: torch.device, parts: Parts) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one training step with torch's current thread count."""
-    model, objective, optimizer, ema = parts
-    batch, (height, width) = cfg.data.batch_size, cfg.data.crop_size
-    images = torch.randn(batch, cfg.data.in_channels, height, width, device=device)
-    labels = torch.randint(0, cfg.data.num_classes, (batch, height, width), device=device)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    cpu, wall = cpu_clock(), wall_clock()
-    train_one_iter(model, objective, images, labels, optimizer, scaler)
-    if ema is not None:
-        ema.update_parameters(model)
-    return cpu_clock() - cpu, wall_clock() - wall
-
-
 def idle_wall_step(cfg: Config, parts: Parts, threads: int) -> float | None:
     """A wall-clock step on all `threads`, when the machine is idle enough to tell; else None.
 
     Idle means a one-thread step kept its core (CPU time at least IDLE_SHARE of the wall time)
     and a step on all threads kept them all. Only a check of the speedup model, for the report.
     """
-    device = torch.device("cpu")
-    cpu, wall = _one_step(cfg, device, parts)
+    batch = _random_batch(cfg, torch.device("cpu"))
+
+    def timed_step() -> tuple[float, float]:
+        cpu, wall = cpu_clock(), wall_clock()
+        _train_step(parts, batch)
+        return cpu_clock() - cpu, wall_clock() - wall
+
+    cpu, wall = timed_step()
     if cpu < IDLE_SHARE * wall:
         return None
     torch.set_num_threads(threads)
     try:
-        _one_step(cfg, device, parts)  # the first step on more threads starts them
-        cpu, wall = _one_step(cfg, device, parts)
+        timed_step()  # the first step on more threads starts them
+        cpu, wall = timed_step()
     finally:
         torch.set_num_threads(1)
     return wall if cpu >= IDLE_SHARE * threads * wall else None
