@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import numpy as np
+import tifffile
 
 from benchmarks.cli.plan_study import arm_overrides, table
 from segls.config import load
@@ -45,6 +49,41 @@ def test_each_arm_is_what_the_study_says():
     assert final.data.scale_range == [1.0, 1.0] and arm("finalscale", tree) is None
     tree["data"]["scale_range"] = [0.5, 2.0]
     assert arm("finalscale", tree).schedule.warmup_iters == 0
+
+
+def test_single_extras_add_one_thing_to_final():
+    cfg = load(CONFIG)
+    iters = cfg.schedule.max_iters
+    tree = {"schedule": {"max_iters": iters},
+            "data": {"class_crop": 0.0, "num_classes": cfg.data.num_classes, "hflip": 0.5,
+                     "scale_range": [1.0, 1.0]}}  # fmt: skip
+    final = arm_overrides("final", tree)
+    for name, added in {
+        "ema": ["optimizer.ema_decay=0.99"],
+        "lovasz": ["loss.lovasz_weight=1"],
+        "cooldown": ["schedule.power=0", f"schedule.cooldown_iters={iters // 4}"],
+        "half": ["model.kwargs={decoder_channels: [128, 64, 32, 16, 8]}"],
+    }.items():
+        assert arm_overrides(name, tree) == final + added, name
+    assert arm("half", tree).model.kwargs["decoder_channels"] == [128, 64, 32, 16, 8]
+    tree["data"]["num_classes"] = 40  # no decoder stage narrower than the class count
+    assert (
+        arm_overrides("half", tree)[-1] == "model.kwargs={decoder_channels: [128, 64, 40, 40, 40]}"
+    )
+
+
+def test_scaling_arm_takes_the_other_mode_with_its_mean_and_std():
+    tree = {"schedule": {"max_iters": 600},
+            "data": {"class_crop": 0.0, "num_classes": 3, "hflip": 0.5, "scale_range": [1.0, 1.0],
+                     "root": "data/scratch_assay", "format": "folder",
+                     "scaling": "percentile"}}  # fmt: skip
+    scaling = arm("scaling", tree)
+    assert scaling.data.scaling == "dtype"
+    # Independent: the training TIFFs read with tifffile, divided by the uint16 maximum.
+    images = sorted(Path("data/scratch_assay/images/train").glob("*.tif"))
+    pixels = np.concatenate([tifffile.imread(p).reshape(-1, 2) for p in images]) / 65535.0
+    np.testing.assert_allclose(scaling.data.mean, pixels.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(scaling.data.std, pixels.std(0), rtol=1e-4, atol=1e-6)
 
 
 def test_table_gives_mean_and_range_per_arm():

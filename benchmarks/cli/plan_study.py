@@ -7,8 +7,11 @@ with poly decay from the start, a horizontal flip as the only augmentation, noth
 else) and, with ``old``, the planner's former extras on top of ``gen`` (Lovász weight 1,
 weight average 0.99, flip evaluation where mirroring is safe, half-width decoder,
 constant rate with a linear cool-down over the last quarter). The final checkpoint of
-each ``gen`` run is also evaluated with flip averaging (``gen+flip``). Arms share the
-iteration count, so they differ only in what the recipe does with the time.
+each ``gen`` run is also evaluated with flip averaging (``gen+flip``). ``ema``,
+``lovasz``, ``cooldown`` and ``half`` add one former extra each to ``final`` (the rules
+after the study), and ``scaling`` trains ``final`` with the other ``data.scaling`` mode
+(its mean and std from the training pixels). Arms share the iteration count, so they
+differ only in what the recipe does with the time.
 
 Runs go `--jobs` at a time with `--threads` torch threads each; finished runs are
 reused, so the command can be stopped and started again. Results: OUT/results.json and
@@ -32,7 +35,21 @@ import yaml
 from segls.io import write_json, write_text
 
 REPO = Path(__file__).resolve().parents[2]
-ARMS = ("base", "gen", "old", "noclass", "hflip", "final", "final_noclass", "finalscale")
+ARMS = (
+    "base",
+    "gen",
+    "old",
+    "noclass",
+    "hflip",
+    "final",
+    "final_noclass",
+    "finalscale",
+    "ema",
+    "lovasz",
+    "cooldown",
+    "half",
+    "scaling",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,13 +100,38 @@ def arm_overrides(arm: str, cfg: dict) -> list[str] | None:
                 "optimizer.ema_decay=null", "schedule.power=1", "schedule.warmup_iters=0",
                 "schedule.cooldown_iters=0", "eval.flip=false",
                 "model.kwargs={decoder_channels: [256, 128, 64, 32, 16]}"]  # fmt: skip
+    floor = min(cfg["data"]["num_classes"], 64)
+    half = [max(width, floor) for width in (128, 64, 32, 16, 8)]
+    single = {  # the former extras one at a time, on top of the rules after the study
+        "ema": ["optimizer.ema_decay=0.99"],
+        "lovasz": ["loss.lovasz_weight=1"],
+        "cooldown": ["schedule.power=0", f"schedule.cooldown_iters={iters // 4}"],
+        "half": [f"model.kwargs={{decoder_channels: {half}}}"],
+    }
+    if arm in single:
+        return final + single[arm]
+    if arm == "scaling":  # the other scaling mode, with the mean and std that go with it
+        other = "dtype" if cfg["data"]["scaling"] == "percentile" else "percentile"
+        mean, std = other_normalisation(cfg["data"]["root"], cfg["data"]["format"], other)
+        return final + [f"data.scaling={other}", f"data.mean={mean}", f"data.std={std}"]
     if arm == "old":
-        floor = min(cfg["data"]["num_classes"], 64)
-        half = [max(width, floor) for width in (128, 64, 32, 16, 8)]
         return ["loss.lovasz_weight=1", "optimizer.ema_decay=0.99", f"eval.flip={flip}",
                 f"model.kwargs={{decoder_channels: {half}}}", "schedule.power=0",
                 f"schedule.cooldown_iters={iters // 4}"]  # fmt: skip
     raise ValueError(arm)
+
+
+def other_normalisation(
+    root: str, cfg_format: str, scaling: str
+) -> tuple[list[float], list[float]]:
+    """The mean and std of `root`'s training pixels after ``data.scaling`` = `scaling`."""
+    from segls.config.schema import DataConfig
+    from segls.data.fingerprint import fingerprint
+    from segls.data.inventory import survey
+
+    fp = fingerprint(survey(REPO / root, cfg_format), DataConfig().percentiles)
+    mean, std = fp.train.main_intensity().mean_std(scaling)
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
 def final_row(work_dir: Path) -> dict | None:
