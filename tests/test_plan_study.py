@@ -63,6 +63,11 @@ def test_single_extras_add_one_thing_to_final():
         "lovasz": ["loss.lovasz_weight=1"],
         "cooldown": ["schedule.power=0", f"schedule.cooldown_iters={iters // 4}"],
         "half": ["model.kwargs={decoder_channels: [128, 64, 32, 16, 8]}"],
+        "lovasz_cooldown": [
+            "loss.lovasz_weight=1",
+            "schedule.power=0",
+            f"schedule.cooldown_iters={iters // 4}",
+        ],  # fmt: skip
     }.items():
         assert arm_overrides(name, tree) == final + added, name
     assert arm("half", tree).model.kwargs["decoder_channels"] == [128, 64, 32, 16, 8]

@@ -9,9 +9,10 @@ weight average 0.99, flip evaluation where mirroring is safe, half-width decoder
 constant rate with a linear cool-down over the last quarter). The final checkpoint of
 each ``gen`` run is also evaluated with flip averaging (``gen+flip``). ``ema``,
 ``lovasz``, ``cooldown`` and ``half`` add one former extra each to ``final`` (the rules
-after the study), and ``scaling`` trains ``final`` with the other ``data.scaling`` mode
-(its mean and std from the training pixels). Arms share the iteration count, so they
-differ only in what the recipe does with the time.
+after the study), ``lovasz_cooldown`` two of them together, and ``scaling`` trains
+``final`` with the other ``data.scaling`` mode (its mean and std from the training
+pixels). Arms share the iteration count, so they differ only in what the recipe does
+with the time.
 
 Runs go `--jobs` at a time with `--threads` torch threads each; finished runs are
 reused, so the command can be stopped and started again. Results: OUT/results.json and
@@ -48,6 +49,7 @@ ARMS = (
     "lovasz",
     "cooldown",
     "half",
+    "lovasz_cooldown",
     "scaling",
 )
 
@@ -108,6 +110,7 @@ def arm_overrides(arm: str, cfg: dict) -> list[str] | None:
         "cooldown": ["schedule.power=0", f"schedule.cooldown_iters={iters // 4}"],
         "half": [f"model.kwargs={{decoder_channels: {half}}}"],
     }
+    single["lovasz_cooldown"] = single["lovasz"] + single["cooldown"]
     if arm in single:
         return final + single[arm]
     if arm == "scaling":  # the other scaling mode, with the mean and std that go with it
