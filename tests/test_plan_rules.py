@@ -162,8 +162,9 @@ def test_schedule_from_budget_worked_by_hand():
     assert value(choices, "schedule.max_iters") == 786  # 6 evaluations x 131: the whole budget
     assert value(choices, "schedule.eval_interval") == 131
     assert value(choices, "schedule.warmup_iters") == 0
-    assert value(choices, "schedule.power") == 1.0
-    assert value(choices, "schedule.cooldown_iters") == 0
+    # A constant rate, then a linear cool-down over the last quarter: 786 // 4 = 196.
+    assert value(choices, "schedule.power") == 0.0
+    assert value(choices, "schedule.cooldown_iters") == 196
     assert not warnings
     # A long budget is spent too: no cap on passes over the data.
     # 3600 s - 10 s - 6 x 2 s = 3578 s -> 17890 iterations, 6 x 2981 = 17886

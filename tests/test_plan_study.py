@@ -45,10 +45,15 @@ def test_each_arm_is_what_the_study_says():
     assert arm("noclass", tree).data.class_crop == 0
     final = arm("final", tree)
     assert final.schedule.warmup_iters == 0 and final.eval.flip is True
+    # The first study's rules whatever the plan holds: no Lovász term, poly decay to 0.
+    assert final.loss.lovasz_weight == 0 and final.schedule.power == 1
+    assert final.schedule.cooldown_iters == 0
     assert arm("final_noclass", tree).data.class_crop == 0
     assert final.data.scale_range == [1.0, 1.0] and arm("finalscale", tree) is None
     tree["data"]["scale_range"] = [0.5, 2.0]
-    assert arm("finalscale", tree).schedule.warmup_iters == 0
+    rescaled = arm("finalscale", tree)  # keeps the plan's rescaling, else final's rules
+    assert rescaled.schedule.warmup_iters == 0 and rescaled.loss.lovasz_weight == 0
+    assert not any(o.startswith("data.scale_range") for o in arm_overrides("finalscale", tree))
 
 
 def test_single_extras_add_one_thing_to_final():
@@ -71,6 +76,9 @@ def test_single_extras_add_one_thing_to_final():
     }.items():
         assert arm_overrides(name, tree) == final + added, name
     assert arm("half", tree).model.kwargs["decoder_channels"] == [128, 64, 32, 16, 8]
+    both = arm("lovasz_cooldown", tree)  # a later override wins over final's
+    assert both.loss.lovasz_weight == 1 and both.schedule.power == 0
+    assert both.schedule.cooldown_iters == iters // 4
     tree["data"]["num_classes"] = 40  # no decoder stage narrower than the class count
     assert (
         arm_overrides("half", tree)[-1] == "model.kwargs={decoder_channels: [128, 64, 40, 40, 40]}"

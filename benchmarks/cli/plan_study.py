@@ -1,7 +1,7 @@
 """Generated configs against a plain baseline across datasets and seeds (docs/PLANNING.md).
 
 For each dataset: plan a config with `tools/new_config.py` at one budget, then train it
-(arm ``gen``), the plain baseline made from it (``base``: same data, crop, batch, model
+(arm ``gen``: the rules as committed), the plain baseline made from it (``base``: same data, crop, batch, model
 and iterations; U-Net with smp's decoder, cross-entropy with smoothing 0.1, AdamW 1e-3
 with poly decay from the start, a horizontal flip as the only augmentation, nothing
 else) and, with ``old``, the planner's former extras on top of ``gen`` (Lovász weight 1,
@@ -9,9 +9,10 @@ weight average 0.99, flip evaluation where mirroring is safe, half-width decoder
 constant rate with a linear cool-down over the last quarter). The final checkpoint of
 each ``gen`` run is also evaluated with flip averaging (``gen+flip``). ``ema``,
 ``lovasz``, ``cooldown`` and ``half`` add one former extra each to ``final`` (the rules
-after the study), ``lovasz_cooldown`` two of them together, and ``scaling`` trains
-``final`` with the other ``data.scaling`` mode (its mean and std from the training
-pixels). Arms share the iteration count, so they differ only in what the recipe does
+of the first study: no warm-up, rescaling, Lovász term or cool-down, poly decay, flip
+evaluation where mirroring is safe), ``lovasz_cooldown`` two of them together (the rules
+as committed since the second study), and ``scaling`` trains ``final`` with the other
+``data.scaling`` mode (its mean and std from the training pixels). Arms share the iteration count, so they differ only in what the recipe does
 with the time.
 
 Runs go `--jobs` at a time with `--threads` torch threads each; finished runs are
@@ -83,11 +84,15 @@ def arm_overrides(arm: str, cfg: dict) -> list[str] | None:
     if arm == "gen":
         return []
     flip = str(cfg["data"]["hflip"] > 0).lower()
-    final = ["schedule.warmup_iters=0", f"eval.flip={flip}", "data.scale_range=[1,1]"]
-    if arm == "final":  # the rules after the study: no warm-up or rescaling, flip evaluation
+    # The rules of the first study (no warm-up or rescaling, flip evaluation, no Lovász term,
+    # poly decay), whichever planner wrote `cfg`.
+    final = ["schedule.warmup_iters=0", f"eval.flip={flip}", "data.scale_range=[1,1]",
+             "loss.lovasz_weight=0", "schedule.power=1", "schedule.cooldown_iters=0"]  # fmt: skip
+    if arm == "final":
         return final
     if arm == "finalscale":  # the same with the plan's random rescaling, where it had one
-        return final[:2] if cfg["data"]["scale_range"] != [1.0, 1.0] else None
+        rescaled = cfg["data"]["scale_range"] != [1.0, 1.0]
+        return [o for o in final if not o.startswith("data.scale_range")] if rescaled else None
     if arm == "final_noclass":
         return final + ["data.class_crop=0"] if cfg["data"].get("class_crop", 0) > 0 else None
     if arm == "noclass":
