@@ -37,7 +37,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-# rare: 8 classes in 1-channel 8-bit images of about the size of the data issue 25 holds back
+# rare: 8 classes in 1-channel 8-bit images of about the size of a held-back dataset
 RARE_CLASSES = ("background", "disc", "ellipse", "square", "ring", "bar", "speck", "occasional")
 RARE_SPECK, RARE_OCCASIONAL = 6, 7
 OCCASIONAL_PERIOD = 8  # the occasional class is in images whose index % 8 == 3
