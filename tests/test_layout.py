@@ -36,7 +36,7 @@ BENCHMARK_TOOLS = {
 # names classes.txt and writes TIFFs as the bundled sample's converter does.
 BENCHMARKS_USE = {
     "segls", "segls.cli.common", "segls.config", "segls.data.classes", "segls.data.sample",
-    "segls.io", "segls.losses",
+    "segls.data.fingerprint", "segls.data.inventory", "segls.io", "segls.losses",
     "segls.losses._triton", "segls.models", "segls.models.names", "segls.predict",
     "segls.runtime", "segls.train", "segls.train.logger", "segls.train.loop",
     "segls.train.optim",

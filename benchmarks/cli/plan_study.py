@@ -133,7 +133,7 @@ def other_normalisation(
     root: str, cfg_format: str, scaling: str
 ) -> tuple[list[float], list[float]]:
     """The mean and std of `root`'s training pixels after ``data.scaling`` = `scaling`."""
-    from segls.config.schema import DataConfig
+    from segls.config import DataConfig
     from segls.data.fingerprint import fingerprint
     from segls.data.inventory import survey
 
