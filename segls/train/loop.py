@@ -91,8 +91,12 @@ def train(
     except BaseException as error:
         with contextlib.suppress(OSError):  # a train.log on the full disk that ended the run
             run.logger.record(_ending(error))
-            if state is None and run.context.is_main and (note := drop_unsaved_records(work_dir)):
-                run.logger.record(note)  # a fresh run that never saved: nothing blocks a rerun
+            if state is None and run.context.is_main:
+                # Close the event file first: its writer appends on a flush, and a flush after
+                # the deletion (at close, or from its thread) would write the file back.
+                run.logger.close()
+                if note := drop_unsaved_records(work_dir):
+                    run.logger.record(note)  # a fresh run that never saved: nothing blocks a rerun
         raise
     finally:
         run.close()
