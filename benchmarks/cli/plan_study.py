@@ -1,19 +1,19 @@
 """Generated configs against a plain baseline across datasets and seeds (docs/PLANNING.md).
 
 For each dataset: plan a config with `tools/new_config.py` at one budget, then train it
-(arm ``gen``: the rules as committed), the plain baseline made from it (``base``: same data, crop, batch, model
-and iterations; U-Net with smp's decoder, cross-entropy with smoothing 0.1, AdamW 1e-3
-with poly decay from the start, a horizontal flip as the only augmentation, nothing
-else) and, with ``old``, the planner's former extras on top of ``gen`` (Lovász weight 1,
-weight average 0.99, flip evaluation where mirroring is safe, half-width decoder,
-constant rate with a linear cool-down over the last quarter). The final checkpoint of
-each ``gen`` run is also evaluated with flip averaging (``gen+flip``). ``ema``,
-``lovasz``, ``cooldown`` and ``half`` add one former extra each to ``final`` (the rules
-of the first study: no warm-up, rescaling, Lovász term or cool-down, poly decay, flip
+(arm ``gen``: the rules as committed), the plain baseline made from it (``base``: same
+data, crop, batch, model and iterations; U-Net with smp's decoder, cross-entropy with
+smoothing 0.1, AdamW 1e-3 with poly decay from the start, a horizontal flip as the only
+augmentation, nothing else) and, with ``old``, the planner's former extras on top of
+``gen`` (Lovász weight 1, weight average 0.99, flip evaluation where mirroring is safe,
+half-width decoder, constant rate with a linear cool-down over the last quarter). The
+final checkpoint of each ``gen`` run is also evaluated with flip averaging (``gen+flip``).
+``ema``, ``lovasz``, ``cooldown`` and ``half`` add one former extra each to ``final`` (the
+rules of the first study: no warm-up, rescaling, Lovász term or cool-down, poly decay, flip
 evaluation where mirroring is safe), ``lovasz_cooldown`` two of them together (the rules
 as committed since the second study), and ``scaling`` trains ``final`` with the other
-``data.scaling`` mode (its mean and std from the training pixels). Arms share the iteration count, so they differ only in what the recipe does
-with the time.
+``data.scaling`` mode (its mean and std from the training pixels). Arms share the
+iteration count, so they differ only in what the recipe does with the time.
 
 Runs go `--jobs` at a time with `--threads` torch threads each; finished runs are
 reused, so the command can be stopped and started again. Results: OUT/results.json and

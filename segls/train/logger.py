@@ -281,7 +281,7 @@ class RunLogger:
         append_text(self.metrics_path, json.dumps(row, allow_nan=False) + "\n")
 
     def close(self) -> None:
-        """Flush and close the event file (again: nothing); train.log lines still append."""
+        """Flush and close the event file; a second call does nothing. train.log still appends."""
         if self.writer is not None:
             self.writer.close()
 
